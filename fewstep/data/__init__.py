@@ -1,0 +1,5 @@
+"""Datasets: one interface (:class:`ArrayDataset`) for the embedded digits, IDX, CIFAR and events."""
+
+from .base import DATASETS, ArrayDataset, DatasetSplits, load_dataset, register_dataset, resolve_data_root
+
+__all__ = ["DATASETS", "ArrayDataset", "DatasetSplits", "load_dataset", "register_dataset", "resolve_data_root"]

@@ -1,0 +1,98 @@
+"""One interface for every dataset: tensors in memory, split into train and test.
+
+Images are kept as ``uint8 [N, C, H, W]`` and normalised on the device by the training
+engine (no host round trips); event data is kept as ``float [N, T, C, H, W]`` sequences
+after spatio-temporal compression (``is_sequence = True``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ArrayDataset:
+    """Samples as one tensor. ``inputs[i]`` is one sample, ``labels[i]`` its class."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    is_sequence: bool = False
+    mean: tuple[float, ...] | None = None  # per-channel, on the [0, 1] scale
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.labels):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample without the time axis: ``(C, H, W)``."""
+        shape = tuple(self.inputs.shape[1:])
+        return shape[1:] if self.is_sequence else shape
+
+    @property
+    def timesteps(self) -> int | None:
+        return int(self.inputs.shape[1]) if self.is_sequence else None
+
+    def subset(self, n: int) -> "ArrayDataset":
+        """The first ``n`` samples (for smoke runs)."""
+        return ArrayDataset(self.inputs[:n], self.labels[:n], self.classes, self.is_sequence, self.mean, self.std)
+
+
+@dataclass
+class DatasetSplits:
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+Loader = Callable[..., DatasetSplits]
+DATASETS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register ``fn(root: Path, download: bool, **options) -> DatasetSplits`` under ``name``."""
+
+    def deco(fn: Loader) -> Loader:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} registered twice")
+        DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def resolve_data_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$FEWSTEP_DATA``, else ``~/.cache/fewstep/data``."""
+    if root:
+        return Path(root).expanduser()
+    env = os.environ.get("FEWSTEP_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "fewstep" / "data"
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool = True, **options) -> DatasetSplits:
+    """Load a registered dataset by name (see :data:`DATASETS`)."""
+    from . import catalog  # noqa: F401  (registers the built-in datasets)
+
+    if name not in DATASETS:
+        raise ConfigError("data.dataset", f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](resolve_data_root(root), download, **options)

@@ -1,0 +1,3 @@
+"""Imports every built-in dataset module so they register themselves."""
+
+from . import digits  # noqa: F401

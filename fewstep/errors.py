@@ -1,0 +1,40 @@
+"""The library's own error types: every bad input is reported as one of these, naming the
+file (and offset) or the config key at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FewstepError(Exception):
+    """Base of every error fewstep raises on purpose."""
+
+
+class ConfigError(FewstepError, ValueError):
+    """A recipe or option is wrong: unknown key, wrong type or value out of range."""
+
+    def __init__(self, key: str, problem: str, source: str | Path | None = None) -> None:
+        self.key, self.problem, self.source = key, problem, source
+        where = f" in {source}" if source else ""
+        super().__init__(f"config key {key!r}{where}: {problem}")
+
+
+class DataFormatError(FewstepError, ValueError):
+    """A data file is truncated or malformed."""
+
+    def __init__(self, path: str | Path, problem: str, offset: int | None = None) -> None:
+        self.path, self.problem, self.offset = Path(path), problem, offset
+        at = f" at byte offset {offset}" if offset is not None else ""
+        super().__init__(f"{path}{at}: {problem}")
+
+
+class DatasetNotFoundError(FewstepError, FileNotFoundError):
+    """The dataset files are absent and could not be downloaded."""
+
+
+class DownloadError(FewstepError, OSError):
+    """A download failed or its checksum did not match."""
+
+
+class CheckpointError(FewstepError, ValueError):
+    """A checkpoint is missing, corrupt, or unsafe to load."""

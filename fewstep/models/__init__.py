@@ -1,0 +1,6 @@
+"""Spiking models and their registry. Every model returns per-step logits ``[T, B, classes]``."""
+
+from .base import SpikingModel
+from .registry import MODELS, build_model, register_model
+
+__all__ = ["MODELS", "SpikingModel", "build_model", "register_model"]

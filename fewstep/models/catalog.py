@@ -1,0 +1,3 @@
+"""Imports every built-in model module so they register themselves."""
+
+from . import cnn  # noqa: F401

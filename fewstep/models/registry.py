@@ -1,0 +1,45 @@
+"""Model registry (timm style): recipes name models by string."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..neurons import NeuronSpec
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register ``fn(*, num_classes, input_shape, timesteps, neuron, **kwargs) -> SpikingModel``."""
+
+    def deco(fn: ModelFactory) -> ModelFactory:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    timesteps: int,
+    neuron: NeuronSpec | dict | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model. ``input_shape`` is one step's ``(C, H, W)``."""
+    from . import catalog  # noqa: F401  (registers the built-in models)
+
+    if name not in MODELS:
+        raise ConfigError("model.name", f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    if isinstance(neuron, dict):
+        neuron = NeuronSpec(**neuron)
+    return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), timesteps=timesteps,
+                        neuron=neuron or NeuronSpec(), **kwargs)

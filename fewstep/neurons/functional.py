@@ -1,0 +1,90 @@
+r"""Pure-PyTorch reference dynamics of every fewstep neuron.
+
+This is the oracle: fused kernels are checked against it, and it is the CPU path.
+All neurons (IF, LIF, PLIF, MT-LIF, soft-reset IF) are one model with parameters:
+
+.. math::
+
+    h_t &= v_{rest} + \lambda (v_{t-1} - v_{rest}) + x_t        &\text{(charge)}\\
+    s_t &= \sum_{k=1}^{K} H(h_t - k\,V_{th})                     &\text{(fire, } s_t\in\{0..K\})\\
+    v_t &= \begin{cases} h_t (1 - H(h_t - V_{th})) + v_{reset} H(h_t - V_{th}) & \text{hard reset}\\
+                         h_t - s_t V_{th} & \text{soft reset (subtraction)}\end{cases}
+
+with decay :math:`\lambda` (1 for IF; a constant or ``sigmoid(w)`` for LIF/PLIF),
+:math:`v_{rest} = v_{reset}` under hard reset and 0 under soft reset. ``K = 1`` is LIF
+exactly. ``H`` is the Heaviside step whose backward pass is a surrogate derivative.
+The output is :math:`s_t` or, with ``scale_output``, :math:`s_t V_{th}` (spike amplitude).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .surrogate import Surrogate
+
+Scalar = float | torch.Tensor
+
+
+class NeuronParams(NamedTuple):
+    """Parameters of one neuron population (see module docstring)."""
+
+    decay: Scalar = 0.5
+    v_threshold: Scalar = 1.0
+    num_thresholds: int = 1
+    reset: str = "hard"  # "hard" | "soft"
+    v_reset: float = 0.0
+    surrogate: Surrogate = Surrogate()
+    detach_reset: bool = False
+    scale_output: bool = False
+
+
+class StepOutput(NamedTuple):
+    spikes: torch.Tensor
+    membrane: torch.Tensor  # h_t: membrane after charging, before reset
+    v: torch.Tensor  # v_t: state carried to the next step
+
+
+def initial_state(x: torch.Tensor, p: NeuronParams) -> torch.Tensor:
+    """The resting state matching one step of input ``x``."""
+    rest = p.v_reset if p.reset == "hard" else 0.0
+    return torch.full_like(x, rest)
+
+
+def neuron_step(x: torch.Tensor, v: torch.Tensor, p: NeuronParams) -> StepOutput:
+    """Advance one time step: charge, fire, reset."""
+    if p.reset == "hard":
+        h = p.v_reset + p.decay * (v - p.v_reset) + x
+    elif p.reset == "soft":
+        h = p.decay * v + x
+    else:
+        raise ValueError(f"reset must be 'hard' or 'soft', got {p.reset!r}")
+    first = p.surrogate(h - p.v_threshold)
+    s = first
+    for k in range(2, p.num_thresholds + 1):
+        s = s + p.surrogate(h - k * p.v_threshold)
+    if p.reset == "hard":
+        r = first.detach() if p.detach_reset else first
+        v_new = h * (1.0 - r) + p.v_reset * r
+    else:
+        r = s.detach() if p.detach_reset else s
+        v_new = h - r * p.v_threshold
+    out = s * p.v_threshold if p.scale_output else s
+    return StepOutput(out, h, v_new)
+
+
+def neuron_multistep(
+    x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = None
+) -> StepOutput:
+    """Run ``x_seq`` of shape ``[T, B, ...]``; returns spikes and membranes ``[T, B, ...]``
+    and the final state ``[B, ...]``."""
+    if x_seq.dim() < 2:
+        raise ValueError(f"expected a time-major tensor [T, B, ...], got shape {tuple(x_seq.shape)}")
+    v = initial_state(x_seq[0], p) if v0 is None else v0
+    spikes, membranes = [], []
+    for t in range(x_seq.shape[0]):
+        s, h, v = neuron_step(x_seq[t], v, p)
+        spikes.append(s)
+        membranes.append(h)
+    return StepOutput(torch.stack(spikes), torch.stack(membranes), v)

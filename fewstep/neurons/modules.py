@@ -1,0 +1,189 @@
+"""Neuron modules: thin stateful wrappers around :mod:`fewstep.neurons.functional`.
+
+Every neuron runs in one of two modes:
+
+* ``step_mode="m"`` (default): input ``[T, B, ...]``, output ``[T, B, ...]``; the state is
+  reset at the start of each call unless ``keep_state=True``.
+* ``step_mode="s"``: input ``[B, ...]`` for one step; state persists across calls until
+  :func:`reset_net` (streaming inference).
+
+Set ``record = True`` to keep the last call's spikes and membrane (``last_spikes``,
+``last_membrane``, both ``[T, B, ...]`` in multi-step mode) for regularisers and monitors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .functional import NeuronParams, StepOutput, initial_state, neuron_multistep, neuron_step
+from .surrogate import Surrogate, as_surrogate
+
+
+class SpikingNeuron(nn.Module):
+    """Base class of all fewstep neurons (one population, elementwise)."""
+
+    def __init__(
+        self,
+        *,
+        decay: float = 0.5,
+        learnable_decay: bool = False,
+        v_threshold: float = 1.0,
+        learnable_threshold: bool = False,
+        num_thresholds: int = 1,
+        reset: str = "hard",
+        v_reset: float = 0.0,
+        surrogate: Surrogate | str | None = None,
+        width: float | None = None,
+        detach_reset: bool = False,
+        scale_output: bool = False,
+        step_mode: str = "m",
+    ) -> None:
+        super().__init__()
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        if learnable_decay and decay >= 1.0:
+            raise ValueError("learnable_decay needs decay < 1 (it is stored as sigmoid(w))")
+        if v_threshold <= 0:
+            raise ValueError(f"v_threshold must be positive, got {v_threshold}")
+        if int(num_thresholds) != num_thresholds or num_thresholds < 1:
+            raise ValueError(f"num_thresholds must be an integer >= 1, got {num_thresholds}")
+        if reset not in ("hard", "soft"):
+            raise ValueError(f"reset must be 'hard' or 'soft', got {reset!r}")
+        if step_mode not in ("m", "s"):
+            raise ValueError(f"step_mode must be 'm' or 's', got {step_mode!r}")
+        self.learnable_decay = learnable_decay
+        if learnable_decay:
+            self.decay_logit = nn.Parameter(torch.tensor(math.log(decay / (1.0 - decay))))
+        else:
+            self.register_buffer("_decay", torch.tensor(float(decay)), persistent=False)
+        if learnable_threshold:
+            self.threshold = nn.Parameter(torch.tensor(float(v_threshold)))
+        else:
+            self.register_buffer("threshold", torch.tensor(float(v_threshold)), persistent=False)
+        self.num_thresholds = int(num_thresholds)
+        self.reset_mode = reset
+        self.v_reset = float(v_reset)
+        self.surrogate = as_surrogate(surrogate, width)
+        self.detach_reset = detach_reset
+        self.scale_output = scale_output
+        self.step_mode = step_mode
+        self.keep_state = False
+        self.record = False
+        self.v: torch.Tensor | None = None
+        self.last_spikes: torch.Tensor | None = None
+        self.last_membrane: torch.Tensor | None = None
+
+    @property
+    def decay(self) -> torch.Tensor:
+        return torch.sigmoid(self.decay_logit) if self.learnable_decay else self._decay
+
+    def params(self) -> NeuronParams:
+        """Current parameters as the functional core sees them."""
+        decay: float | torch.Tensor = self.decay if self.learnable_decay else float(self._decay)
+        thr: float | torch.Tensor = (
+            self.threshold if isinstance(self.threshold, nn.Parameter) else float(self.threshold)
+        )
+        return NeuronParams(
+            decay=decay,
+            v_threshold=thr,
+            num_thresholds=self.num_thresholds,
+            reset=self.reset_mode,
+            v_reset=self.v_reset,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            scale_output=self.scale_output,
+        )
+
+    def reset(self) -> None:
+        """Forget the membrane state (call between independent samples)."""
+        self.v = None
+        self.last_spikes = None
+        self.last_membrane = None
+
+    def _run_multistep(self, x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None) -> StepOutput:
+        from .dispatch import multistep  # late import: kernels are optional
+
+        return multistep(x_seq, p, v0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params()
+        if self.step_mode == "s":
+            v = initial_state(x, p) if self.v is None else self.v
+            out = neuron_step(x, v, p)
+            self.v = out.v
+            if self.record:
+                self.last_spikes, self.last_membrane = out.spikes, out.membrane
+            return out.spikes
+        v0 = self.v if self.keep_state else None
+        out = self._run_multistep(x, p, v0)
+        if self.keep_state:
+            self.v = out.v
+        if self.record:
+            self.last_spikes, self.last_membrane = out.spikes, out.membrane
+        return out.spikes
+
+    def extra_repr(self) -> str:
+        d = f"{float(self.decay.detach()):.3g}" + (" (learnable)" if self.learnable_decay else "")
+        return (
+            f"decay={d}, v_threshold={float(self.threshold.detach()):.3g}, K={self.num_thresholds}, "
+            f"reset={self.reset_mode}, surrogate={self.surrogate.name}({self.surrogate.width}), "
+            f"step_mode={self.step_mode}"
+        )
+
+
+class IF(SpikingNeuron):
+    """Integrate-and-fire: no leak (decay = 1). Soft reset is the conversion neuron."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("decay", 1.0)
+        if kwargs["decay"] != 1.0:
+            raise ValueError("IF has no leak; use LIF for decay < 1")
+        super().__init__(**kwargs)
+
+
+class LIF(SpikingNeuron):
+    """Leaky integrate-and-fire, decay fixed (default 0.5) or learnable as in PLIF."""
+
+
+class PLIF(SpikingNeuron):
+    """Parametric LIF: the decay ``sigmoid(w)`` is learned per layer."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs["learnable_decay"] = True
+        super().__init__(**kwargs)
+
+
+class MTLIF(SpikingNeuron):
+    """Multi-threshold LIF: emits 0..K spikes per step (thresholds V_th, 2V_th, ..., K V_th),
+    soft reset by ``s * V_th``, learnable decay by default. ``K = 1`` equals LIF."""
+
+    def __init__(self, num_thresholds: int = 2, **kwargs) -> None:
+        kwargs.setdefault("learnable_decay", True)
+        kwargs.setdefault("reset", "soft")
+        super().__init__(num_thresholds=num_thresholds, **kwargs)
+
+
+def reset_net(model: nn.Module) -> None:
+    """Reset the state of every spiking neuron (and any module with ``reset_state``) in ``model``."""
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron):
+            m.reset()
+        elif hasattr(m, "reset_state") and callable(m.reset_state):
+            m.reset_state()
+
+
+def set_step_mode(model: nn.Module, step_mode: str) -> None:
+    """Switch every neuron (and step-aware layer) of ``model`` to ``"m"`` or ``"s"`` mode."""
+    if step_mode not in ("m", "s"):
+        raise ValueError(f"step_mode must be 'm' or 's', got {step_mode!r}")
+    for m in model.modules():
+        if hasattr(m, "step_mode"):
+            m.step_mode = step_mode
+
+
+def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
+    """All spiking neurons of ``model`` with their qualified names, in forward order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
