@@ -41,5 +41,8 @@ def build_model(
         raise ConfigError("model.name", f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     if isinstance(neuron, dict):
         neuron = NeuronSpec(**neuron)
-    return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), timesteps=timesteps,
-                        neuron=neuron or NeuronSpec(), **kwargs)
+    try:
+        return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), timesteps=timesteps,
+                            neuron=neuron or NeuronSpec(), **kwargs)
+    except TypeError as exc:
+        raise ConfigError("model.options", f"model {name!r} rejected its options: {exc}") from None
