@@ -1,0 +1,106 @@
+"""The ``fewstep`` command line: train, eval, quickstart, recipes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import FewstepError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<recipe>)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $FEWSTEP_DATA)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewstep", description="Ultra-low-latency spiking neural networks.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("train", help="train a recipe (a shipped name or a .toml path)")
+    p.add_argument("recipe")
+    _add_run_options(p)
+
+    p = sub.add_parser("quickstart", help="train the quickstart recipe on the embedded digits (CPU, minutes)")
+    _add_run_options(p)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy at every time step")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=None, help="where to write eval_report.json (default: beside it)")
+
+    sub.add_parser("recipes", help="list the shipped recipes")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
+    from .config import load_recipe
+    from .report import summary_table
+    from .train.engine import threads_from_env, train
+
+    threads_from_env()
+    recipe = load_recipe(recipe_name, args.overrides)
+    out = args.out or Path("runs") / recipe.name
+    report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
+                   progress=not args.no_progress)
+    if report:
+        print(f"\n{recipe.name} finished; report and plots in {out}/")
+        print(summary_table(report))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, device=args.device, data_root=args.data_root, out_dir=args.out)
+    for t, a in enumerate(report["accuracy_per_step"], 1):
+        print(f"  accuracy @ t={t}: {100 * a:.2f} %")
+    return 0
+
+
+def cmd_recipes() -> int:
+    from .config import builtin_recipes, load_recipe
+
+    for name in sorted(builtin_recipes()):
+        r = load_recipe(name)
+        print(f"{name:<28} {r.data.dataset:<14} T={r.model.timesteps:<3} {r.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    try:
+        if args.command == "train":
+            return cmd_train(args, args.recipe)
+        if args.command == "quickstart":
+            return cmd_train(args, "quickstart")
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "recipes":
+            return cmd_recipes()
+        parser.print_help()
+        return 2
+    except FewstepError as exc:
+        print(f"fewstep: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fewstep: interrupted; the last completed epoch is checkpointed (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""Recipes: TOML files validated into dataclasses.
+
+A recipe has four tables, ``[data]``, ``[model]``, ``[neuron]`` and ``[train]``, plus ``name`` and
+``description``. Unknown keys, wrong types and out-of-range values raise one
+:class:`~fewstep.errors.ConfigError` naming the key. ``--set key=value`` overrides use dotted keys
+(``train.epochs=3``, ``model.options.width_mult=0.5``); values are parsed as TOML literals.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+from .neurons import NEURON_KINDS, SURROGATES, NeuronSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and how to feed it."""
+
+    dataset: str = "digits"
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    crop_padding: int = 0  # random crop after zero padding by this many pixels (0 = off)
+    flip: bool = False  # random horizontal flip
+    train_limit: int = 0  # use only the first N training samples (0 = all)
+    test_limit: int = 0
+    options: dict = field(default_factory=dict)  # passed to the dataset loader
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    timesteps: int = 2
+    options: dict = field(default_factory=dict)  # passed to the model factory
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: int = 0
+    loss: str = "ce"  # ce (on the mean output over steps) | tet
+    tet_lambda: float = 1e-3
+    tet_phi: float = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    channels_last: bool = True  # on CUDA only
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    neuron: NeuronSpec = field(default_factory=NeuronSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "neuron": NeuronSpec, "train": TrainConfig}
+
+
+def _check_type(key: str, value: Any, hint: Any, source: str | None) -> Any:
+    """Coerce ints to floats where a float is expected; reject everything else that mismatches."""
+    text = str(hint)
+    if hint is bool or text == "bool":
+        ok = isinstance(value, bool)
+    elif hint is int or text == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float or text == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str or text == "str":
+        ok = isinstance(value, str)
+    elif hint is dict or text == "dict":
+        ok = isinstance(value, dict)
+    elif "None" in text:  # optional fields (neuron.reset, neuron.learnable_decay)
+        base = text.replace(" | None", "").replace("Optional[", "").rstrip("]")
+        return value if value is None else _check_type(key, value, base, source)
+    else:  # pragma: no cover - a field type this parser does not know
+        raise ConfigError(key, f"unsupported field type {hint}", source)
+    if not ok:
+        raise ConfigError(key, f"expected {getattr(hint, '__name__', text)}, got {type(value).__name__} {value!r}", source)
+    return value
+
+
+def _build_section(cls: type, section: str, values: Any, source: str | None) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(section, f"must be a table, got {type(values).__name__}", source)
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{section}.{key}", f"unknown key; known keys: {', '.join(sorted(known))}", source)
+        kwargs[key] = _check_type(f"{section}.{key}", value, hints[key], source)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(section, str(exc), source) from None
+
+
+def _positive(key: str, value: float, source: str | None, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}", source)
+
+
+def _validate(r: Recipe, source: str | None) -> None:
+    d, m, n, t = r.data, r.model, r.neuron, r.train
+    _positive("data.batch_size", d.batch_size, source)
+    _positive("data.eval_batch_size", d.eval_batch_size, source)
+    for key in ("crop_padding", "train_limit", "test_limit"):
+        _positive(f"data.{key}", getattr(d, key), source, allow_zero=True)
+    if not 1 <= m.timesteps <= 1024:
+        raise ConfigError("model.timesteps", f"must be in 1..1024, got {m.timesteps}", source)
+    _positive("train.epochs", t.epochs, source)
+    _positive("train.lr", t.lr, source)
+    for key in ("momentum", "weight_decay", "grad_clip", "warmup_epochs", "tet_lambda", "label_smoothing"):
+        _positive(f"train.{key}", getattr(t, key), source, allow_zero=True)
+    choices = {"train.optimizer": (t.optimizer, ("sgd", "adamw")), "train.schedule": (t.schedule, ("cosine", "constant")),
+               "train.loss": (t.loss, ("ce", "tet")), "train.amp": (t.amp, ("auto", "bf16", "off")),
+               "neuron.kind": (n.kind, tuple(NEURON_KINDS)), "neuron.surrogate": (n.surrogate, SURROGATES)}
+    if n.reset is not None:
+        choices["neuron.reset"] = (n.reset, ("hard", "soft"))
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {value!r}", source)
+    if t.momentum >= 1:
+        raise ConfigError("train.momentum", f"must be < 1, got {t.momentum}", source)
+    if t.label_smoothing >= 1:
+        raise ConfigError("train.label_smoothing", f"must be < 1, got {t.label_smoothing}", source)
+    if t.warmup_epochs >= t.epochs and t.warmup_epochs > 0:
+        raise ConfigError("train.warmup_epochs", f"must be < train.epochs ({t.epochs}), got {t.warmup_epochs}", source)
+    if not 0 < n.decay <= 1:
+        raise ConfigError("neuron.decay", f"must be in (0, 1], got {n.decay}", source)
+    _positive("neuron.v_threshold", n.v_threshold, source)
+    _positive("neuron.width", n.width, source)
+    if not 1 <= n.num_thresholds <= 16:
+        raise ConfigError("neuron.num_thresholds", f"must be in 1..16, got {n.num_thresholds}", source)
+    if n.num_thresholds > 1 and n.kind != "mtlif":
+        raise ConfigError("neuron.num_thresholds", "values > 1 need neuron.kind = 'mtlif'", source)
+
+
+def recipe_from_dict(raw: dict, source: str | None = None) -> Recipe:
+    """Validate a parsed recipe (e.g. from TOML) into a :class:`Recipe`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("<root>", "a recipe must be a table", source)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            kwargs[key] = _build_section(_SECTIONS[key], key, value, source)
+        elif key in ("name", "description"):
+            kwargs[key] = _check_type(key, value, str, source)
+        else:
+            raise ConfigError(key, f"unknown key; a recipe has name, description, {', '.join(_SECTIONS)}", source)
+    recipe = Recipe(**kwargs)
+    _validate(recipe, source)
+    return recipe
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3). Values are TOML literals; bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(text, "an override must look like key=value (e.g. train.epochs=3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(key or text, "empty key in override")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with each ``key=value`` override applied (tables created as needed)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(path), f"{part!r} is not a table")
+        node[path[-1]] = value
+    return out
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipes shipped in the package, by name (file stem)."""
+    root = resources.files("fewstep") / "recipes"
+    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A shipped recipe by name, or a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        return path
+    shipped = builtin_recipes()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise ConfigError("recipe", f"no recipe named {name_or_path!r} and no such file; shipped recipes: "
+                      f"{', '.join(sorted(shipped))}")
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe."""
+    path = find_recipe(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("<file>", f"not valid TOML: {exc}", path) from None
+    return recipe_from_dict(apply_overrides(raw, overrides or []), str(path))
+
+
+def recipe_summary(recipe: Recipe) -> str:
+    return f"{recipe.name}: {recipe.description}" if recipe.description else recipe.name
+
+
+__all__ = ["DataConfig", "ModelConfig", "Recipe", "TrainConfig", "apply_overrides", "builtin_recipes", "find_recipe",
+           "load_recipe", "parse_override", "recipe_from_dict"]

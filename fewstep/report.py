@@ -1,0 +1,54 @@
+"""Run reports: ``report.json`` (written atomically) and a PNG of accuracy against time step."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_accuracy_per_step(report: dict, path: Path) -> None:
+    """Test accuracy at each step t = 1..T of the final model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = [100 * a for a in report["accuracy_per_step"]]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    ax.plot(range(1, len(acc) + 1), acc, marker="o")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(range(1, len(acc) + 1))
+    ax.set_title(f"{report['recipe']} ({report['dataset']})", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(report, out_dir / "report.json")
+    if report.get("accuracy_per_step"):
+        plot_accuracy_per_step(report, out_dir / "accuracy_per_step.png")
+
+
+def summary_table(report: dict) -> str:
+    """A short text table of a finished run."""
+    rows = [("recipe", report["recipe"]), ("dataset", report["dataset"]), ("model", report.get("model", "")),
+            ("timesteps", report["timesteps"]), ("epochs", report["epochs"]),
+            ("train time", f"{report['train_seconds']:.1f} s on {report.get('device', '?')}")]
+    rows += [(f"accuracy @ t={t}", f"{100 * a:.2f} %") for t, a in enumerate(report["accuracy_per_step"], 1)]
+    if "energy" in report:
+        e = report["energy"]
+        rows.append(("energy / sample", f"{e['energy_pj'] / 1e6:.3f} uJ ({e['ratio']:.1f}x below the ANN)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

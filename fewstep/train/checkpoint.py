@@ -1,0 +1,82 @@
+"""Checkpoints that survive crashes and load without executing code.
+
+``save_checkpoint`` writes to a temporary file in the same directory, fsyncs it, keeps the
+previous good checkpoint as ``<name>.prev`` and renames the new one into place, so a crash at
+any moment leaves a complete checkpoint on disk. ``load_checkpoint`` uses
+``torch.load(weights_only=True)``: a file carrying pickled Python objects is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` (tensors, numbers, strings, lists and dicts only) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, path.with_name(path.name + ".prev"))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; falls back to ``<path>.prev`` only when asked via :func:`latest_good`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused to load: it holds objects that would run code on loading "
+                              f"(only tensors, numbers, strings, lists and dicts are allowed): {exc}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of state, got {type(state).__name__}")
+    return state
+
+
+def latest_good(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
+    """Load ``path``, or its ``.prev`` copy if ``path`` is corrupt; ``None`` if neither exists."""
+    path = Path(path)
+    errors = []
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if candidate.exists():
+            try:
+                return load_checkpoint(candidate, map_location), candidate
+            except CheckpointError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise CheckpointError("; ".join(errors))
+    return None

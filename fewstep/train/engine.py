@@ -1,0 +1,314 @@
+"""The training engine: BPTT over T steps, per-step evaluation, checkpoints, exact resume.
+
+One call of :func:`train` runs a recipe end to end and returns the report that is also written
+to ``out_dir/report.json``. The state after every epoch is checkpointed atomically to
+``out_dir/last.pt``; ``resume=True`` continues from it and ends with the same weights, bit for
+bit on CPU, as a run that was never interrupted (data order and augmentation depend only on the
+seed and the epoch; the RNG state is restored for everything else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import Recipe, recipe_from_dict
+from ..data import DatasetSplits, load_dataset
+from ..errors import CheckpointError, ConfigError, FewstepError
+from ..models import build_model
+from ..neurons import reset_net
+from . import distributed as dist_utils
+from .checkpoint import latest_good, save_checkpoint
+from .data_feed import DeviceFeed
+from .losses import cumulative_accuracy, mean_output_ce, tet_loss
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDiverged(FewstepError, FloatingPointError):
+    """The loss or the weights became NaN/inf; the last good checkpoint is kept."""
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device", "CUDA was requested but torch sees no GPU (install a CUDA build of torch)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError("--device", f"must be cpu, cuda or cuda:N, got {device!r}")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def prepare_data(recipe: Recipe, data_root: str | Path | None) -> DatasetSplits:
+    d = recipe.data
+    options = dict(d.options)
+    splits = load_dataset(d.dataset, data_root, **options)
+    if d.train_limit:
+        splits.train = splits.train.subset(d.train_limit)
+    if d.test_limit:
+        splits.test = splits.test.subset(d.test_limit)
+    return splits
+
+
+def make_model(recipe: Recipe, splits: DatasetSplits) -> nn.Module:
+    m = recipe.model
+    timesteps = splits.train.timesteps or m.timesteps
+    if splits.train.is_sequence and timesteps != m.timesteps:
+        raise ConfigError("model.timesteps", f"the dataset gives {timesteps} steps per sample but the recipe asks "
+                          f"for {m.timesteps}; set both to the same value")
+    try:
+        return build_model(m.name, num_classes=splits.num_classes, input_shape=splits.train.sample_shape,
+                           timesteps=timesteps, neuron=recipe.neuron, **m.options)
+    except TypeError as exc:
+        raise ConfigError("model.options", f"model {m.name!r} rejected its options: {exc}") from None
+
+
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    t = recipe.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN, biases, neuron scalars
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step ``step``: linear warm-up, then cosine to 0 or constant."""
+    t = recipe.train
+    warm = t.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    if t.schedule == "constant":
+        return t.lr
+    progress = (step - warm) / max(1, total_steps - warm)
+    return t.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_loss(recipe: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    t = recipe.train
+    if t.loss == "tet":
+        return lambda out, y: tet_loss(out, y, t.tet_lambda, t.tet_phi, t.label_smoothing)
+    return lambda out, y: mean_output_ce(out, y, t.label_smoothing)
+
+
+def autocast_for(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager:
+    amp = recipe.train.amp
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, feed: DeviceFeed, autocast: contextlib.AbstractContextManager | None = None,
+             world: int = 1) -> list[float]:
+    """Accuracy at every step t = 1..T (prediction from the mean of the first t outputs)."""
+    was_training = model.training
+    model.eval()
+    correct: torch.Tensor | None = None
+    total = torch.zeros((), dtype=torch.long, device=feed.device)
+    for x, y in feed.epoch(0):
+        with autocast or contextlib.nullcontext():
+            out = model(x)
+        reset_net(model)
+        counts = cumulative_accuracy(out, y)
+        correct = counts if correct is None else correct + counts
+        total += len(y)
+    model.train(was_training)
+    if correct is None:
+        raise FewstepError("the evaluation set is empty")
+    if world > 1:
+        correct, total = dist_utils.all_reduce_sum(correct), dist_utils.all_reduce_sum(total)
+    return (correct.double() / total.double()).tolist()
+
+
+@dataclass
+class RunContext:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", data_root: str | Path | None = None,
+          resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``recipe``; writes checkpoints, ``report.json`` and plots into ``out_dir``.
+
+    ``stop_after_epoch`` ends the run early (after that many epochs in total) as an interrupted run
+    would, without writing the final report; used to test resuming.
+    """
+    out = Path(out_dir)
+    rank, world = dist_utils.setup()
+    ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    t = recipe.train
+    seed_everything(t.seed)
+
+    splits = prepare_data(recipe, data_root)
+    model = make_model(recipe, splits).to(ctx.device)
+    if t.channels_last and ctx.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(recipe, model)
+    loss_fn = make_loss(recipe)
+    per_rank_batch = max(1, recipe.data.batch_size // world)
+    train_feed = DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed,
+                            crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank, world=world)
+    test_feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
+    steps_per_epoch = train_feed.num_batches()
+    total_steps = steps_per_epoch * t.epochs
+
+    start_epoch, history, train_seconds = 0, [], 0.0
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        found = latest_good(ckpt_path)
+        if found is None:
+            raise CheckpointError(f"--resume: no checkpoint in {out} (expected {ckpt_path})")
+        state, used = found
+        if used != ckpt_path:
+            log(f"warning: {ckpt_path} is unreadable; resuming from the previous good checkpoint {used}")
+        saved = recipe_from_dict(state["recipe"])
+        if saved != recipe:
+            raise CheckpointError(f"{used}: was written by a different recipe; resume with the same recipe and --set "
+                                  "options, or start a new --out directory")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+        torch.set_rng_state(state["rng_cpu"])
+        if ctx.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], ctx.device)
+        log(f"resumed from {used} after epoch {start_epoch}")
+
+    net: nn.Module = dist_utils.wrap(model, ctx.device) if world > 1 else model
+    autocast = autocast_for(recipe, ctx.device)
+    bar_factory = _progress_factory(progress and ctx.is_main)
+
+    for epoch in range(start_epoch, t.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return {}
+        t0 = time.perf_counter()
+        net.train()
+        loss_sum = torch.zeros((), device=ctx.device)
+        correct = torch.zeros((), device=ctx.device, dtype=torch.long)
+        seen = 0
+        bar = bar_factory(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}")
+        for i, (x, y) in enumerate(train_feed.epoch(epoch)):
+            lr = lr_at(recipe, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                logits = net(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            reset_net(model)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().float().mean(0).argmax(-1) == y).sum()
+            seen += len(y)
+            if bar is not None:
+                bar.update(1)
+                if i % 10 == 0 or i == steps_per_epoch - 1:
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+        if bar is not None:
+            bar.close()
+        train_loss = float(loss_sum.item() / max(seen, 1))
+        if not math.isfinite(train_loss) or not _finite(model):
+            raise TrainingDiverged(f"epoch {epoch + 1}: the loss or the weights became NaN/inf (loss {train_loss}); "
+                                   f"the last good checkpoint {ckpt_path} was kept. Lower train.lr or set "
+                                   "train.grad_clip.")
+        acc_steps = evaluate(net, test_feed, autocast, world)
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": float(correct.item() / max(seen, 1)),
+                        "test_accuracy_per_step": acc_steps, "lr": lr, "seconds": seconds})
+        log(f"epoch {epoch + 1}/{t.epochs}: loss {train_loss:.4f}  train acc {history[-1]['train_accuracy']:.4f}  "
+            f"test acc per step {' '.join(f'{a:.4f}' for a in acc_steps)}  ({seconds:.1f}s)")
+        if ctx.is_main:
+            state = {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch + 1, "history": history, "train_seconds": train_seconds,
+                     "rng_cpu": torch.get_rng_state(), "fewstep_version": __version__}
+            if ctx.device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(ctx.device)
+            save_checkpoint(state, ckpt_path)
+        dist_utils.barrier()
+
+    report = build_report(recipe, splits, model, history, train_seconds, ctx)
+    if ctx.is_main:
+        from ..report import write_report
+
+        write_report(report, out)
+    dist_utils.teardown()
+    return report
+
+
+def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, history: list[dict], train_seconds: float,
+                 ctx: RunContext) -> dict[str, Any]:
+    final = history[-1]["test_accuracy_per_step"] if history else []
+    return {
+        "recipe": recipe.name,
+        "dataset": recipe.data.dataset,
+        "model": recipe.model.name,
+        "neuron": recipe.neuron.kind,
+        "timesteps": len(final),
+        "accuracy_per_step": final,
+        "accuracy": final[-1] if final else None,
+        "train_seconds": round(train_seconds, 3),
+        "epochs": len(history),
+        "seed": recipe.train.seed,
+        "device": str(ctx.device) if ctx.device.type == "cpu" else torch.cuda.get_device_name(ctx.device),
+        "world_size": ctx.world,
+        "train_samples": len(splits.train),
+        "test_samples": len(splits.test),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "history": history,
+        "config": recipe.to_dict(),
+        "fewstep_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return lambda **kw: None
+    from tqdm.auto import tqdm
+
+    return lambda **kw: tqdm(leave=False, dynamic_ncols=True, **kw)
+
+
+def threads_from_env() -> None:
+    """Honour ``FEWSTEP_THREADS`` for CPU runs (default: torch's choice)."""
+    n = os.environ.get("FEWSTEP_THREADS")
+    if n:
+        torch.set_num_threads(int(n))
