@@ -79,8 +79,10 @@ def neuron_multistep(
 ) -> StepOutput:
     """Run ``x_seq`` of shape ``[T, B, ...]``; returns spikes and membranes ``[T, B, ...]``
     and the final state ``[B, ...]``."""
-    if x_seq.dim() < 2:
-        raise ValueError(f"expected a time-major tensor [T, B, ...], got shape {tuple(x_seq.shape)}")
+    if x_seq.dim() < 2 or x_seq.shape[0] == 0:
+        raise ValueError(
+            f"expected a time-major tensor [T, B, ...] with T >= 1, got shape {tuple(x_seq.shape)}"
+        )
     v = initial_state(x_seq[0], p) if v0 is None else v0
     spikes, membranes = [], []
     for t in range(x_seq.shape[0]):

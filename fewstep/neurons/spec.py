@@ -27,7 +27,7 @@ class NeuronSpec:
     scale_output: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in NEURON_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in NEURON_KINDS:
             raise ValueError(f"neuron.kind must be one of {sorted(NEURON_KINDS)}, got {self.kind!r}")
 
     def build(self) -> SpikingNeuron:

@@ -20,7 +20,7 @@ against finite differences of ``G``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -92,12 +92,13 @@ class Surrogate:
     width: float | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in _DERIVATIVES:
+        if not isinstance(self.name, str) or self.name not in _DERIVATIVES:
             raise ValueError(f"unknown surrogate {self.name!r}; choose one of {SURROGATES}")
         if self.width is None:
             object.__setattr__(self, "width", DEFAULT_WIDTH[self.name])
-        if not (isinstance(self.width, (int, float)) and self.width > 0):
-            raise ValueError(f"surrogate width must be a positive number, got {self.width!r}")
+        w = self.width
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0):
+            raise ValueError(f"surrogate width must be a positive finite number, got {w!r}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spike ``H(x)`` with the surrogate gradient in backward."""
@@ -109,7 +110,10 @@ class Surrogate:
 
 
 def as_surrogate(value: "Surrogate | str | None", width: float | None = None) -> Surrogate:
-    """Accept a :class:`Surrogate`, a name, or ``None`` (triangle) and return a Surrogate."""
+    """Accept a :class:`Surrogate`, a name, or ``None`` (triangle) and return a Surrogate.
+
+    An explicit ``width`` always applies, also to a :class:`Surrogate` instance (which is
+    returned unchanged when ``width`` is ``None``)."""
     if isinstance(value, Surrogate):
-        return value
-    return Surrogate(value or "triangle", width)
+        return value if width is None else replace(value, width=width)
+    return Surrogate("triangle" if value is None else value, width)
