@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     out = args.out or Path("runs") / recipe.name
     report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
                    progress=not args.no_progress)
-    if report:
+    if report and os.environ.get("RANK", "0") == "0":
         print(f"\n{recipe.name} finished; report and plots in {out}/")
         print(summary_table(report))
     return 0

@@ -62,6 +62,11 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     channels_last: bool = True  # on CUDA only
+    regularizer: str = "none"  # none | str | rcs (see fewstep.regularizers)
+    reg_alpha: float = 0.0  # weight of the regularizer in the loss
+    reg_options: dict = field(default_factory=dict)
+    init_checkpoint: str = ""  # start from these weights (e.g. a converted SNN) instead of random init
+    energy_preset: str = "45nm-float"  # energy constants for the report (45nm-float | 45nm-int)
 
 
 @dataclass
@@ -135,10 +140,12 @@ def _validate(r: Recipe, source: str | None) -> None:
         raise ConfigError("model.timesteps", f"must be in 1..1024, got {m.timesteps}", source)
     _positive("train.epochs", t.epochs, source)
     _positive("train.lr", t.lr, source)
-    for key in ("momentum", "weight_decay", "grad_clip", "warmup_epochs", "tet_lambda", "label_smoothing"):
+    for key in ("momentum", "weight_decay", "grad_clip", "warmup_epochs", "tet_lambda", "label_smoothing", "reg_alpha"):
         _positive(f"train.{key}", getattr(t, key), source, allow_zero=True)
     choices = {"train.optimizer": (t.optimizer, ("sgd", "adamw")), "train.schedule": (t.schedule, ("cosine", "constant")),
                "train.loss": (t.loss, ("ce", "tet")), "train.amp": (t.amp, ("auto", "bf16", "off")),
+               "train.regularizer": (t.regularizer, ("none", "str", "rcs")),
+               "train.energy_preset": (t.energy_preset, ("45nm-float", "45nm-int")),
                "neuron.kind": (n.kind, tuple(NEURON_KINDS)), "neuron.surrogate": (n.surrogate, SURROGATES)}
     if n.reset is not None:
         choices["neuron.reset"] = (n.reset, ("hard", "soft"))

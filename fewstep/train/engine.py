@@ -27,7 +27,7 @@ from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
 from ..errors import CheckpointError, ConfigError, FewstepError
 from ..models import build_model
-from ..neurons import reset_net
+from ..neurons import reset_net, spiking_neurons
 from . import distributed as dist_utils
 from .checkpoint import latest_good, save_checkpoint
 from .data_feed import DeviceFeed
@@ -106,11 +106,43 @@ def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> 
     return t.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_loss(recipe: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def make_loss(recipe: Recipe, model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task loss (CE on the mean output, or TET), plus the regularizer if the recipe sets one.
+
+    A regularizer sees every spiking layer's spikes and membrane potential at every step: the
+    neurons are switched to ``record = True`` and read after each forward pass.
+    """
     t = recipe.train
     if t.loss == "tet":
-        return lambda out, y: tet_loss(out, y, t.tet_lambda, t.tet_phi, t.label_smoothing)
-    return lambda out, y: mean_output_ce(out, y, t.label_smoothing)
+        task = lambda out, y: tet_loss(out, y, t.tet_lambda, t.tet_phi, t.label_smoothing)  # noqa: E731
+    else:
+        task = lambda out, y: mean_output_ce(out, y, t.label_smoothing)  # noqa: E731
+    if t.regularizer == "none" or t.reg_alpha == 0:
+        return task
+    from ..regularizers import make_regularizer
+
+    reg = make_regularizer(t.regularizer, **t.reg_options)
+    neurons = spiking_neurons(model)
+    for _, n in neurons:
+        n.record = True
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        records = [(name, n.last_spikes, n.last_membrane, n.threshold) for name, n in neurons]
+        return task(out, y) + t.reg_alpha * reg(records, out, y)
+
+    return loss
+
+
+def load_initial_weights(recipe: Recipe, model: nn.Module) -> None:
+    """Load ``train.init_checkpoint`` (a fewstep checkpoint or a bare state dict) into ``model``."""
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(recipe.train.init_checkpoint)
+    weights = state.get("model", state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{recipe.train.init_checkpoint}: does not fit model {recipe.model.name!r}: {exc}") from None
 
 
 def autocast_for(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager:
@@ -169,17 +201,22 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     out = Path(out_dir)
     rank, world = dist_utils.setup()
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
+    if not ctx.is_main:
+        log = lambda _msg: None  # noqa: E731  (one process speaks)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     t = recipe.train
     seed_everything(t.seed)
 
     splits = prepare_data(recipe, data_root)
-    model = make_model(recipe, splits).to(ctx.device)
+    model = make_model(recipe, splits)
+    if t.init_checkpoint:
+        load_initial_weights(recipe, model)
+    model = model.to(ctx.device)
     if t.channels_last and ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(recipe, model)
-    loss_fn = make_loss(recipe)
+    loss_fn = make_loss(recipe, model)
     per_rank_batch = max(1, recipe.data.batch_size // world)
     train_feed = DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed,
                             crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank, world=world)
@@ -248,7 +285,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
             raise TrainingDiverged(f"epoch {epoch + 1}: the loss or the weights became NaN/inf (loss {train_loss}); "
                                    f"the last good checkpoint {ckpt_path} was kept. Lower train.lr or set "
                                    "train.grad_clip.")
-        acc_steps = evaluate(net, test_feed, autocast, world)
+        acc_steps = evaluate(model, test_feed, autocast, world)  # unwrapped: DDP would sync buffers per forward
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": float(correct.item() / max(seen, 1)),
@@ -265,6 +302,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         dist_utils.barrier()
 
     report = build_report(recipe, splits, model, history, train_seconds, ctx)
+    report["energy"] = measure_energy(recipe, model, test_feed)
     if ctx.is_main:
         from ..report import write_report
 
@@ -297,6 +335,14 @@ def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, histor
         "fewstep_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def measure_energy(recipe: Recipe, model: nn.Module, feed: DeviceFeed, samples: int = 256) -> dict[str, Any]:
+    """Energy per sample on the first ``samples`` test inputs (see :mod:`fewstep.energy`)."""
+    from ..energy import count_energy
+
+    x, _ = next(iter(DeviceFeed(feed.ds.subset(samples), samples, feed.device, train=False).epoch(0)))
+    return count_energy(model, x, preset=recipe.train.energy_preset).to_dict()
 
 
 def _progress_factory(enabled: bool):

@@ -1,0 +1,63 @@
+"""Checkpoints: atomic writes keep the previous good one; loading never executes code."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from fewstep.errors import CheckpointError
+from fewstep.train.checkpoint import latest_good, load_checkpoint, save_checkpoint
+
+
+def test_round_trip_and_previous_kept(tmp_path):
+    p = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, p)
+    save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, p)
+    assert load_checkpoint(p)["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt.prev")["epoch"] == 1
+    assert not [f for f in os.listdir(tmp_path) if "tmp" in f]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_object_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _Evil(str(marker))}, p)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_raw_pickle_file_is_refused(tmp_path):
+    marker = tmp_path / "pwned2"
+    p = tmp_path / "evil.pkl"
+    p.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path):
+    p = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, p)
+    save_checkpoint({"epoch": 2}, p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="last.pt"):
+        load_checkpoint(p)
+    state, used = latest_good(p)
+    assert state["epoch"] == 1 and used.name == "last.pt.prev"
+
+
+def test_missing_checkpoint(tmp_path):
+    assert latest_good(tmp_path / "none.pt") is None
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")
