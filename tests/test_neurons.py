@@ -201,14 +201,13 @@ def test_functional_matches_module_and_returns_final_state():
     torch.testing.assert_close(out.v, out.membrane[-1] - out.spikes[-1] * 0.625)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="modules.py keeps fixed decay/threshold in float32 buffers: LIF(decay=0.7) runs with "
-    "float32(0.7) = 0.699999988..., also for float64 inputs",
-)
 def test_fixed_decay_and_threshold_keep_full_precision():
     n = LIF(decay=0.7, v_threshold=0.8)
     assert n.params().decay == 0.7 and n.params().v_threshold == 0.8
+    n = n.to(torch.bfloat16)
+    assert n.params().decay == 0.7 and n.params().v_threshold == 0.8
+    with pytest.raises(ValueError):
+        LIF(v_threshold=float("nan"))
 
 
 def test_functional_rejects_bad_shapes_and_reset():

@@ -2,34 +2,77 @@
 
 The pure-PyTorch reference (:func:`fewstep.neurons.functional.neuron_multistep`) is the CPU
 path and the oracle. Fused kernels register themselves here and are picked automatically for
-the tensors they support; set ``FEWSTEP_REFERENCE=1`` to force the reference everywhere.
+the tensors they support; set ``FEWSTEP_REFERENCE=1`` (or ``FEWSTEP_KERNELS=reference``) to
+force the reference everywhere.
+
+The built-in kernels (:mod:`fewstep.kernels`, Triton, optional) are imported lazily, on the
+first call with a GPU tensor (or with ``FEWSTEP_KERNELS=triton``), so ``import fewstep`` works
+without Triton and CPU-only runs never import it. A kernel is called as
+``kernel(x_seq, params, v0, need_membrane=...)`` and returns a :class:`StepOutput` or ``None``
+when it does not handle the call. With ``need_membrane=False`` a kernel may skip the membrane
+``[T, ...]`` and return ``StepOutput.membrane = None``; the reference always returns it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable, Optional
 
 import torch
 
 from .functional import NeuronParams, StepOutput, neuron_multistep
 
-# A kernel: (x_seq, params, v0) -> StepOutput, or None if it does not support this call.
-Kernel = Callable[[torch.Tensor, NeuronParams, Optional[torch.Tensor]], Optional[StepOutput]]
+# A kernel: (x_seq, params, v0, need_membrane=bool) -> StepOutput, or None if it does not support this call.
+Kernel = Callable[..., Optional[StepOutput]]
 _KERNELS: list[Kernel] = []
+_BUILTINS_LOADED = False
 
 
 def register_kernel(kernel: Kernel) -> Kernel:
-    """Add a fused implementation; it returns ``None`` for calls it does not handle."""
+    """Add a fused implementation; it returns ``None`` for calls it does not handle.
+
+    Registering a function with the same module and name again replaces the old one (so a
+    reloaded kernel module does not run twice)."""
+    key = (getattr(kernel, "__module__", None), getattr(kernel, "__qualname__", None))
+    for i, k in enumerate(_KERNELS):
+        if key[1] is not None and (getattr(k, "__module__", None), getattr(k, "__qualname__", None)) == key:
+            _KERNELS[i] = kernel
+            return kernel
     _KERNELS.append(kernel)
     return kernel
 
 
-def multistep(x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = None) -> StepOutput:
-    """Run a neuron over ``[T, B, ...]`` with the fastest implementation that supports it."""
-    if os.environ.get("FEWSTEP_REFERENCE") != "1":
+def registered_kernels() -> list[Kernel]:
+    """The registered kernels, in the order they are tried (loads the built-in ones first)."""
+    _load_builtin_kernels()
+    return list(_KERNELS)
+
+
+def _load_builtin_kernels() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    try:
+        import fewstep.kernels  # noqa: F401  (registers the Triton kernel when Triton imports)
+    except Exception as exc:  # pragma: no cover - a broken optional dependency must not break fewstep
+        warnings.warn(f"fewstep: fused kernels unavailable ({exc!r}); using the PyTorch reference", stacklevel=3)
+
+
+def multistep(
+    x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = None, need_membrane: bool = True
+) -> StepOutput:
+    """Run a neuron over ``[T, B, ...]`` with the fastest implementation that supports it.
+
+    ``need_membrane=False`` lets a fused kernel skip writing the membrane (then
+    ``StepOutput.membrane`` may be ``None``)."""
+    mode = os.environ.get("FEWSTEP_KERNELS", "").strip().lower()
+    if os.environ.get("FEWSTEP_REFERENCE") != "1" and mode != "reference":
+        if not _BUILTINS_LOADED and (x_seq.device.type != "cpu" or mode == "triton"):
+            _load_builtin_kernels()  # CPU-only runs never pay for importing Triton
         for kernel in _KERNELS:
-            out = kernel(x_seq, p, v0)
+            out = kernel(x_seq, p, v0, need_membrane=need_membrane)
             if out is not None:
                 return out
     return neuron_multistep(x_seq, p, v0)

@@ -46,8 +46,8 @@ class SpikingNeuron(nn.Module):
             raise ValueError(f"decay must be in (0, 1], got {decay}")
         if learnable_decay and decay >= 1.0:
             raise ValueError("learnable_decay needs decay < 1 (it is stored as sigmoid(w))")
-        if v_threshold <= 0:
-            raise ValueError(f"v_threshold must be positive, got {v_threshold}")
+        if not (math.isfinite(v_threshold) and v_threshold > 0):
+            raise ValueError(f"v_threshold must be a finite positive number, got {v_threshold}")
         if int(num_thresholds) != num_thresholds or num_thresholds < 1:
             raise ValueError(f"num_thresholds must be an integer >= 1, got {num_thresholds}")
         if reset not in ("hard", "soft"):
@@ -55,6 +55,9 @@ class SpikingNeuron(nn.Module):
         if step_mode not in ("m", "s"):
             raise ValueError(f"step_mode must be 'm' or 's', got {step_mode!r}")
         self.learnable_decay = learnable_decay
+        # Fixed values stay Python floats in the dynamics: no float32 rounding, no GPU sync.
+        self._decay_value = float(decay)
+        self._threshold_value = float(v_threshold)
         if learnable_decay:
             self.decay_logit = nn.Parameter(torch.tensor(math.log(decay / (1.0 - decay))))
         else:
@@ -82,9 +85,9 @@ class SpikingNeuron(nn.Module):
 
     def params(self) -> NeuronParams:
         """Current parameters as the functional core sees them."""
-        decay: float | torch.Tensor = self.decay if self.learnable_decay else float(self._decay)
+        decay: float | torch.Tensor = self.decay if self.learnable_decay else self._decay_value
         thr: float | torch.Tensor = (
-            self.threshold if isinstance(self.threshold, nn.Parameter) else float(self.threshold)
+            self.threshold if isinstance(self.threshold, nn.Parameter) else self._threshold_value
         )
         return NeuronParams(
             decay=decay,
@@ -103,10 +106,13 @@ class SpikingNeuron(nn.Module):
         self.last_spikes = None
         self.last_membrane = None
 
-    def _run_multistep(self, x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None) -> StepOutput:
+    def _run_multistep(
+        self, x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None, need_membrane: bool = True
+    ) -> StepOutput:
         from .dispatch import multistep  # late import: kernels are optional
 
-        return multistep(x_seq, p, v0)
+        # need_membrane=False lets a fused kernel skip the membrane (out.membrane may be None).
+        return multistep(x_seq, p, v0, need_membrane=need_membrane)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params()
@@ -118,7 +124,7 @@ class SpikingNeuron(nn.Module):
                 self.last_spikes, self.last_membrane = out.spikes, out.membrane
             return out.spikes
         v0 = self.v if self.keep_state else None
-        out = self._run_multistep(x, p, v0)
+        out = self._run_multistep(x, p, v0, need_membrane=bool(self.record))
         if self.keep_state:
             self.v = out.v
         if self.record:
