@@ -1,0 +1,135 @@
+"""Event stream to T frames: fewstep's STC against Tonic's ``ToFrame``, on one CPU core.
+
+Cases, all plain sums over equal time windows:
+
+* N-MNIST-sized: the real sample ``$FEWSTEP_DATA/event-samples/sample_nmnist.bin`` (4,325 events,
+  34x34) when present, else 4,000 random events over 0.3 s;
+* Gesture-sized: 300,000 random events, 128x128, 6 s;
+* a batch of 256 N-MNIST-sized streams: Tonic and ``stc`` one stream at a time against
+  ``stc_batch`` on the whole batch (on CUDA when available, else on the CPU).
+
+Each time is the best of several repeats after a warm-up, in process CPU time (see
+:func:`best_of`). Both tools see the same events; the
+table also reports the events each put into its frames (Tonic's ``n_time_bins`` windows are
+``D // T`` us long and half-open, so it drops the events at the very end, the last one always).
+
+Run: ``python benchmarks/bench_stc.py`` (``pip install tonic`` for the comparison).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core, before NumPy and torch start their thread pools
+
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fewstep.events import make_events
+from fewstep.events.stc import pack_events, stc, stc_batch
+
+try:
+    import tonic
+except ImportError:  # the comparison is optional
+    tonic = None
+
+
+def best_of(fn: Callable[[], object], budget_s: float = 1.0, min_repeats: int = 5, cuda: bool = False) -> float:
+    """Best time of ``fn`` over repeats filling about ``budget_s`` seconds, after a warm-up.
+
+    CPU work is timed in this process's CPU time, so that time the scheduler gives to other
+    processes on a shared machine does not count (wall time would favour short calls, which
+    often run between two preemptions, over long ones, which never do); CUDA work in wall time,
+    synchronised."""
+    clock = time.perf_counter if cuda else time.process_time
+
+    def once() -> float:
+        start = clock()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return clock() - start
+
+    once()
+    first = once()
+    repeats = max(min_repeats, int(budget_s / max(first, 1e-6)))
+    return min([first] + [once() for _ in range(repeats)])
+
+
+def random_stream(rng: np.random.Generator, n: int, width: int, height: int, duration_us: int) -> np.ndarray:
+    return make_events(rng.integers(0, width, n), rng.integers(0, height, n),
+                       np.sort(rng.integers(0, duration_us + 1, n)), rng.integers(0, 2, n))
+
+
+def nmnist_stream(rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    root = os.environ.get("FEWSTEP_DATA")
+    candidates = ([Path(root)] if root else []) + [Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for base in candidates:
+        path = base / "event-samples" / "sample_nmnist.bin"
+        if path.exists():
+            from fewstep.events.readers.nmnist import read_nmnist_bin
+
+            return read_nmnist_bin(path)[0], "real sample"
+    return random_stream(rng, 4_000, 34, 34, 300_000), "random"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    nmnist, nmnist_kind = nmnist_stream(rng)
+    gesture = random_stream(rng, 300_000, 128, 128, 6_000_000)
+    print(f"CPU: {platform.processor() or platform.machine()}, NumPy {np.__version__}, torch {torch.__version__}, "
+          f"Tonic {tonic.__version__ if tonic else 'not installed (comparison skipped)'}; one thread")
+    print(f"N-MNIST-sized stream: {nmnist_kind}, {len(nmnist):,} events\n")
+
+    header = (f"{'case':<34} {'events':>9} {'tonic ev/s':>12} {'fewstep ev/s':>13} {'ratio':>7}"
+              "   events in frames (fewstep / tonic)")
+    print(header)
+    print("-" * len(header))
+
+    def row(case: str, n: int, t_tonic: float | None, t_ours: float, ours_total: float,
+            tonic_total: float | None) -> None:
+        tonic_rate = f"{n / t_tonic / 1e6:10.1f} M" if t_tonic else f"{'-':>12}"
+        ratio = f"{t_tonic / t_ours:6.1f}x" if t_tonic else f"{'-':>7}"
+        totals = f"{ours_total:,.0f} / {tonic_total:,.0f}" if tonic_total is not None else f"{ours_total:,.0f} / -"
+        print(f"{case:<34} {n:>9,} {tonic_rate} {n / t_ours / 1e6:11.1f} M {ratio}   {totals}")
+
+    for name, events, size in (("N-MNIST 34x34", nmnist, (34, 34)), ("Gesture 128x128, 6 s", gesture, (128, 128))):
+        for T in (4, 2):
+            ours = stc(events, size, T)
+            t_ours = best_of(lambda: stc(events, size, T))
+            t_tonic = tonic_total = None
+            if tonic is not None:
+                to_frame = tonic.transforms.ToFrame(sensor_size=(*size, 2), n_time_bins=T)
+                tonic_total = float(to_frame(events).sum())
+                t_tonic = best_of(lambda: to_frame(events))
+            row(f"{name}, T={T}", len(events), t_tonic, t_ours, float(ours.sum()), tonic_total)
+
+    # A batch of 256 random N-MNIST-sized streams.
+    streams = [random_stream(rng, 4_000, 34, 34, 300_000) for _ in range(256)]
+    n = sum(len(s) for s in streams)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = device == "cuda"
+    packed = pack_events(streams)
+    batch = stc_batch(packed, (34, 34), 4, device=device)
+    t_batch = best_of(lambda: stc_batch(packed, (34, 34), 4, device=device), cuda=cuda)
+    t_loop = best_of(lambda: [stc(s, (34, 34), 4) for s in streams])
+    t_tonic = tonic_total = None
+    if tonic is not None:
+        to_frame = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_time_bins=4)
+        tonic_total = float(sum(to_frame(s).sum() for s in streams))
+        t_tonic = best_of(lambda: [to_frame(s) for s in streams])
+    loop_total = float(sum(stc(s, (34, 34), 4).sum() for s in streams))
+    row("256 x N-MNIST, T=4, stc per stream", n, t_tonic, t_loop, loop_total, tonic_total)
+    row(f"256 x N-MNIST, T=4, stc_batch {device}", n, t_tonic, t_batch, float(batch.sum()), tonic_total)
+    print(f"\n(stc_batch timed from a packed batch on the host to frames on {device}, transfers included.)")
+
+
+if __name__ == "__main__":
+    main()
