@@ -66,6 +66,7 @@ class TrainConfig:
     reg_alpha: float = 0.0  # weight of the regularizer in the loss
     reg_options: dict = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (e.g. a converted SNN) instead of random init
+    tensorboard: bool = False  # write TensorBoard scalars to out_dir/tb (needs the tensorboard package)
     energy_preset: str = "45nm-float"  # energy constants for the report (45nm-float | 45nm-int)
 
 

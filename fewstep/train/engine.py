@@ -192,9 +192,12 @@ def _finite(model: nn.Module) -> bool:
 
 def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", data_root: str | Path | None = None,
           resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, callbacks: list | None = None) -> dict[str, Any]:
     """Train ``recipe``; writes checkpoints, ``report.json`` and plots into ``out_dir``.
 
+    ``callbacks`` are objects with optional methods ``on_epoch_end(epoch_record, model, out_dir)``
+    and ``on_train_end(report, model, out_dir)`` (called on rank 0 only). ``train.tensorboard``
+    adds :class:`fewstep.tblog.TensorBoardCallback`.
     ``stop_after_epoch`` ends the run early (after that many epochs in total) as an interrupted run
     would, without writing the final report; used to test resuming.
     """
@@ -244,6 +247,20 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         if ctx.device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], ctx.device)
         log(f"resumed from {used} after epoch {start_epoch}")
+
+    callbacks = list(callbacks or [])
+    if t.tensorboard and ctx.is_main:
+        from ..tblog import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(out / "tb"))
+    if not ctx.is_main:
+        callbacks = []
+
+    def notify(event: str, *args: Any) -> None:
+        for cb in callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(*args)
 
     net: nn.Module = dist_utils.wrap(model, ctx.device) if world > 1 else model
     autocast = autocast_for(recipe, ctx.device)
@@ -299,6 +316,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
             if ctx.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(ctx.device)
             save_checkpoint(state, ckpt_path)
+        notify("on_epoch_end", history[-1], model, out)
         dist_utils.barrier()
 
     report = build_report(recipe, splits, model, history, train_seconds, ctx)
@@ -307,6 +325,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         from ..report import write_report
 
         write_report(report, out)
+    notify("on_train_end", report, model, out)
     dist_utils.teardown()
     return report
 
