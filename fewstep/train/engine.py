@@ -192,7 +192,7 @@ def _finite(model: nn.Module) -> bool:
 
 def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", data_root: str | Path | None = None,
           resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
-          log: Callable[[str], None] = print, callbacks: list | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] | None = None, callbacks: list | None = None) -> dict[str, Any]:
     """Train ``recipe``; writes checkpoints, ``report.json`` and plots into ``out_dir``.
 
     ``callbacks`` are objects with optional methods ``on_epoch_end(epoch_record, model, out_dir)``
@@ -202,6 +202,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     would, without writing the final report; used to test resuming.
     """
     out = Path(out_dir)
+    log = log or (lambda msg: print(msg, flush=True))  # flushed: logs piped to files stay current
     rank, world = dist_utils.setup()
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
     if not ctx.is_main:
