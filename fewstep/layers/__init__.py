@@ -2,5 +2,5 @@
 
 from .encoding import DirectEncoding
 from .timefold import TimeFold
+from .stcb import STCB, ConversionIF, ConversionSpec
 
-__all__ = ["DirectEncoding", "TimeFold"]
