@@ -35,6 +35,14 @@ TINY: dict[str, dict] = {
     "stcb_vggsnn": dict(width_mult=1 / 16),
     "stcb_resnet18": dict(width_mult=1 / 16),
     "stcb_resnet19": dict(width_mult=1 / 16, hidden=8),
+    "scb_cnn": dict(channels=(4, 8), hidden=16),
+    "scb_vgg": dict(width_mult=1 / 16),
+    "small_cnn_dnn": dict(channels=(4, 8), hidden=16),
+    "small_cnn_converted": dict(channels=(4, 8), hidden=16),
+    "vgg11_dnn": dict(width_mult=1 / 16),
+    "vgg16_dnn": dict(width_mult=1 / 16),
+    "vgg11_converted": dict(width_mult=1 / 16),
+    "vgg16_converted": dict(width_mult=1 / 16),
 }
 NAMES = sorted(TINY)
 
@@ -102,12 +110,26 @@ def test_direct_encoding_equals_repeated_sequence(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_neuron_kinds_train(name: str, kind: str) -> None:
     model = make(name, neuron=NEURONS[kind])
-    # STCB models convert with their own soft-reset IF by design, whatever the neuron spec says.
-    from fewstep.layers.stcb import ConversionIF
+    # STCB models convert with their own soft-reset IF by design, whatever the neuron spec says;
+    # so do converted DNNs (their IF neurons carry fitted thresholds and spike amplitudes).
+    from fewstep.layers.stcb import ConversionIF as StcbIF
+    from fewstep.models.dnn import ConvertedIF
 
-    expected = "if" if name.startswith("stcb_") else kind
-    assert all(isinstance(n, ConversionIF) if name.startswith("stcb_") else type(n).__name__.lower() == expected
-               for _, n in spiking_neurons(model))
+    def ok(n: nn.Module) -> bool:
+        if name.startswith("stcb_"):
+            return isinstance(n, StcbIF)
+        if name.endswith("_converted"):
+            return isinstance(n, ConvertedIF)
+        return type(n).__name__.lower() == kind
+
+    neurons = [n for _, n in spiking_neurons(model)]
+    if name.endswith("_dnn"):
+        assert not neurons  # the ANN that conversion starts from: ReLUs, no neurons
+    else:
+        assert neurons and all(ok(n) for n in neurons)
+    if name.endswith("_converted"):
+        for n in neurons:  # tiny random weights: lower the fitted thresholds so that spikes occur
+            n.set_factors(v_threshold=0.1, amplitude_ratio=10.0)
     out = model(torch.rand(B, *CIFAR))
     assert out.shape == (T, B, CLASSES)
     nn.functional.cross_entropy(out.mean(0), torch.arange(B) % CLASSES).backward()

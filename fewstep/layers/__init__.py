@@ -4,3 +4,7 @@ from .encoding import DirectEncoding
 from .timefold import TimeFold
 from .stcb import STCB, ConversionIF, ConversionSpec
 
+__all__ = ["STCB", "ConversionIF", "ConversionSpec", "DirectEncoding", "TimeFold"]
+from .scb import SCB, Synapse, SynapticConv  # synaptic current blocks, methods.md section 1
+
+__all__ += ["SCB", "Synapse", "SynapticConv"]
