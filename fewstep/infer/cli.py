@@ -1,0 +1,78 @@
+"""``fewstep eval --cutoff``: the anytime-inference sweep as part of evaluating a checkpoint.
+
+:func:`register_eval_options` adds the options to the ``eval`` sub-parser; :func:`run_cutoff`
+runs :func:`fewstep.infer.cutoff.cutoff_sweep` on the checkpoint's test split, adds the result
+as ``report["cutoff"]``, rewrites ``eval_report.json`` and writes ``cutoff.png`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# No torch import here: this module is imported when the command line parser is built.
+__all__ = ["format_cutoff", "register_eval_options", "run_cutoff"]
+
+
+def register_eval_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cutoff``, ``--eps``, ``--target-drop``, ``--margin`` and ``--no-timing``."""
+    g = parser.add_argument_group("anytime inference (softmax cutoff)")
+    g.add_argument("--cutoff", action="store_true",
+                   help="also sweep the softmax cutoff: accuracy against mean stopping step, speed-up")
+    g.add_argument("--eps", type=float, nargs="+", default=None, metavar="EPS",
+                   help="cutoff eps values: stop a sample when max softmax > 1 - eps (default: 13 values "
+                        "from 0 to 0.9, fewstep.infer.cutoff.DEFAULT_EPS)")
+    g.add_argument("--target-drop", type=float, default=0.5, metavar="POINTS",
+                   help="accuracy drop allowed at the reported speed-up, in percentage points (default 0.5)")
+    g.add_argument("--margin", action="store_true",
+                   help="also the top-1/top-2 margin cutoff, thresholds calibrated on the training split")
+    g.add_argument("--no-timing", action="store_true", help="skip the wall-clock comparison")
+
+
+def format_cutoff(sweep: dict[str, Any]) -> str:
+    """A short text table of a sweep."""
+    lines = [f"  {'eps':>8}  {'accuracy':>9}  {'mean steps':>10}"]
+    for e, a, s in zip(sweep["eps"], sweep["accuracy"], sweep["mean_steps"]):
+        lines.append(f"  {e:>8.3g}  {100 * a:>8.2f}%  {s:>10.3f}")
+    op = sweep["operating_point"]
+    lines.append(f"  full T={sweep['timesteps']}: {100 * sweep['full_accuracy']:.2f} %; oracle: "
+                 f"{100 * sweep['oracle_accuracy']:.2f} % at {sweep['oracle_mean_steps']:.3f} steps")
+    lines.append(f"  speed-up {sweep['speedup']:.2f}x at eps={op['eps']} ({100 * op['accuracy']:.2f} %, drop "
+                 f"{100 * op['drop']:.2f} points <= {100 * sweep['target_drop']:.2f})")
+    wc = sweep.get("wall_clock")
+    if wc:
+        lines.append(f"  wall clock: cutoff {wc['cutoff_seconds']:.4f} s, all steps {wc['full_stepwise_seconds']:.4f} s "
+                     f"(step by step) / {wc['full_multistep_seconds']:.4f} s (multi-step): "
+                     f"{wc['speedup_vs_stepwise']:.2f}x / {wc['speedup_vs_multistep']:.2f}x")
+    return "\n".join(lines)
+
+
+def run_cutoff(args: argparse.Namespace, report: dict[str, Any], log=print, trained: tuple | None = None) -> dict[str, Any]:
+    """Run the sweep for ``args.checkpoint`` and add it to ``report`` (returned, also rewritten
+    to ``eval_report.json`` in ``args.out`` or beside the checkpoint, with ``cutoff.png``).
+
+    ``trained`` is an already loaded ``(recipe, model, splits, device)`` from
+    :func:`fewstep.evaluate.load_trained`; by default the checkpoint is loaded again."""
+    from ..evaluate import load_trained
+    from ..report import write_json_atomic
+    from ..train.data_feed import DeviceFeed
+    from .cutoff import cutoff_sweep, plot_cutoff
+
+    if getattr(args, "target_drop", 0.5) < 0:
+        from ..errors import ConfigError
+
+        raise ConfigError("--target-drop", f"must be >= 0 percentage points, got {args.target_drop}")
+    recipe, model, splits, dev = trained or load_trained(args.checkpoint, getattr(args, "device", "auto"),
+                                                         getattr(args, "data_root", None))
+    feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, dev, train=False)
+    cal = DeviceFeed(splits.train, recipe.data.eval_batch_size, dev, train=False) if getattr(args, "margin", False) else None
+    sweep = cutoff_sweep(model, feed, getattr(args, "eps", None), target_drop=getattr(args, "target_drop", 0.5) / 100.0,
+                         calibration_feed=cal, timing=not getattr(args, "no_timing", False))
+    report["cutoff"] = sweep
+    out = Path(args.out) if getattr(args, "out", None) else Path(args.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_cutoff({recipe.name: sweep}, out / "cutoff.png")
+    write_json_atomic(report, out / "eval_report.json")
+    log(format_cutoff(sweep))
+    return report
