@@ -1,4 +1,4 @@
-"""The ``fewstep`` command line: train, eval, quickstart, recipes."""
+"""The ``fewstep`` command line: train, eval (with the anytime cutoff sweep), quickstart, recipes, convert."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 from .errors import FewstepError
+
+#: The recipe ``fewstep quickstart`` trains: the event pipeline of methods.md section 1 on the
+#: embedded digits (emulated saccade events -> STC -> SCB + MT-LIF, T = 2), offline.
+QUICKSTART_RECIPE = "quickstart-events"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -29,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     _add_run_options(p)
 
-    p = sub.add_parser("quickstart", help="train the quickstart recipe on the embedded digits (CPU, minutes)")
+    p = sub.add_parser("quickstart", help=f"train {QUICKSTART_RECIPE}: embedded digits as emulated events, STC, "
+                                          "SCB + MT-LIF, T = 2 (CPU, about two minutes, offline)")
     _add_run_options(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy at every time step")
@@ -37,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="where to write eval_report.json (default: beside it)")
+    from .infer.cli import register_eval_options
+
+    register_eval_options(p)
 
     sub.add_parser("recipes", help="list the shipped recipes")
+    from .convert.cli import register as register_convert
+
+    register_convert(sub)
     return parser
 
 
@@ -64,6 +75,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, device=args.device, data_root=args.data_root, out_dir=args.out)
     for t, a in enumerate(report["accuracy_per_step"], 1):
         print(f"  accuracy @ t={t}: {100 * a:.2f} %")
+    if args.cutoff:
+        from .infer.cli import run_cutoff
+
+        run_cutoff(args, report)
     return 0
 
 
@@ -88,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args, args.recipe)
         if args.command == "quickstart":
-            return cmd_train(args, "quickstart")
+            return cmd_train(args, QUICKSTART_RECIPE)
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "recipes":
             return cmd_recipes()
+        if args.command == "convert":
+            return args.handler(args)
         parser.print_help()
         return 2
     except FewstepError as exc:

@@ -47,3 +47,32 @@ def test_console_script_and_module_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fewstep", "eval", str(tmp_path / "nope.pt")], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 1 and "no such checkpoint" in r.stderr
+
+
+def test_eval_cutoff_adds_the_anytime_sweep(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "quickstart", "--out", str(out), "--device", "cpu", *SMALL]) == 0
+    assert main(["eval", str(out / "last.pt"), "--device", "cpu", "--cutoff", "--eps", "0", "0.5",
+                 "--no-timing"]) == 0
+    ev = json.loads((out / "eval_report.json").read_text())
+    sweep = ev["cutoff"]
+    assert sweep["eps"] == [0.0, 0.5] and len(sweep["accuracy"]) == 2
+    assert sweep["mean_steps"][0] == 2.0  # eps = 0 never stops early: every sample runs all T steps
+    assert (out / "cutoff.png").stat().st_size > 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_convert_is_a_subcommand(tmp_path, capsys):
+    code = main(["convert", str(tmp_path / "nope.pt"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "nope.pt" in err and "Traceback" not in err
+
+
+def test_quickstart_runs_the_event_pipeline():
+    from fewstep.cli import QUICKSTART_RECIPE, build_parser
+    from fewstep.config import load_recipe
+
+    assert build_parser().parse_args(["quickstart"]).command == "quickstart"
+    recipe = load_recipe(QUICKSTART_RECIPE)
+    assert recipe.data.dataset.startswith("saccade-") and recipe.model.timesteps == 2
+    assert recipe.neuron.kind == "mtlif" and recipe.model.name.startswith("scb_")
