@@ -1,0 +1,251 @@
+"""PNG plots of runs, spikes and event data (matplotlib, headless ``Agg`` backend).
+
+* :func:`plot_accuracy_per_step`: test accuracy at every step ``t`` (from :mod:`fewstep.report`,
+  which writes it for every run);
+* :func:`plot_cutoff`: accuracy against mean stopping step of anytime inference (from
+  :mod:`fewstep.infer.cutoff`);
+* :func:`plot_spike_rates`: a bar per spiking layer (spikes per neuron per step);
+* :func:`plot_event_frames`: STC output ``[T, 2, H, W]`` as a row of frames, ON events red,
+  OFF events blue (both: magenta);
+* :func:`spike_raster`: which neuron fired at which step, ``[T, N]`` or ``[T, B, ...]``;
+* :class:`PlotsCallback`: a training callback writing ``spike_rates.png``, ``spike_raster.png``
+  and, for event data, ``event_preview.png`` into the run directory when training ends.
+
+Every function takes the output ``path`` and returns it as a :class:`~pathlib.Path`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .report import plot_accuracy_per_step
+
+__all__ = ["PlotsCallback", "plot_accuracy_per_step", "plot_cutoff", "plot_event_frames", "plot_spike_rates",
+           "spike_raster"]
+
+ON_RGB = np.array([0.95, 0.25, 0.15])
+OFF_RGB = np.array([0.15, 0.45, 0.95])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def plot_cutoff(curves: dict[str, dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Accuracy (%) against mean stopping step, one line per cutoff sweep: see
+    :func:`fewstep.infer.cutoff.plot_cutoff` (this is that function, imported on first use)."""
+    from .infer.cutoff import plot_cutoff as _plot_cutoff
+
+    return _plot_cutoff(curves, path, title)
+
+
+def _rates_of(rates: Any) -> dict[str, float]:
+    """``{layer: rate}`` from a dict, an :class:`~fewstep.energy.EnergyReport`, a run report or
+    its ``energy`` section."""
+    if hasattr(rates, "spike_rate_per_layer"):
+        return dict(rates.spike_rate_per_layer)
+    if isinstance(rates, Mapping):
+        if "energy" in rates and isinstance(rates["energy"], Mapping):
+            rates = rates["energy"]
+        if "spike_rate_per_layer" in rates:
+            rates = rates["spike_rate_per_layer"]
+        return {str(k): float(v) for k, v in rates.items()}
+    raise TypeError(f"expected a dict of spike rates or an energy report, got {type(rates).__name__}")
+
+
+def plot_spike_rates(rates: Any, path: str | Path, title: str | None = None) -> Path:
+    """Bar chart of spikes per neuron per step for every spiking layer, in forward order.
+
+    ``rates`` is ``{layer name: rate}``, an :class:`~fewstep.energy.EnergyReport`, or a run's
+    ``report`` (its ``energy.spike_rate_per_layer``)."""
+    values = _rates_of(rates)
+    if not values:
+        raise ValueError("no spike rates to plot (the model has no spiking layer?)")
+    plt = _pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.4), dpi=120)
+    ax.bar(range(len(names)), [values[n] for n in names], color="#3a6ea5")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("spikes / neuron / step")
+    ax.set_title(title or f"spike rate per layer (mean {np.mean(list(values.values())):.3f})", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _event_rgb(frames: np.ndarray) -> np.ndarray:
+    """``[T, 2, H, W]`` (channel 0 OFF, 1 ON) to ``[T, H, W, 3]`` in [0, 1] on black."""
+    f = frames - np.minimum(frames.min(axis=(0, 2, 3), keepdims=True), 0)  # normalised inputs: zero back at 0
+    nz = f[f > 0]
+    scale = float(np.percentile(nz, 99)) if nz.size else 1.0
+    f = np.clip(f / (scale or 1.0), 0, 1)
+    off, on = f[:, 0, ..., None], f[:, 1, ..., None]
+    return np.clip(on * ON_RGB + off * OFF_RGB, 0, 1)
+
+
+def plot_event_frames(frames: Any, path: str | Path, title: str | None = None, max_steps: int = 16) -> Path:
+    """A row (wrapping after 8) of the ``T`` frames of one event sample, ``[T, 2, H, W]`` as
+    :class:`fewstep.events.STC` makes them (or ``[2, H, W]`` for one frame). Channel 1 (ON) is
+    drawn red, channel 0 (OFF) blue, brightness by count up to the 99th percentile."""
+    f = _numpy(frames)
+    if f.ndim == 3:
+        f = f[None]
+    if f.ndim != 4 or f.shape[1] != 2:
+        raise ValueError(f"expected event frames [T, 2, H, W] (or [2, H, W]), got shape {tuple(f.shape)}")
+    f = f[:max_steps]
+    rgb = _event_rgb(f)
+    t = len(rgb)
+    cols = min(t, 8)
+    rows = math.ceil(t / cols)
+    h, w = rgb.shape[1:3]
+    panel = 1.6 * max(1.0, w / h)
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 0.2, 1.6 * rows + 0.5), dpi=120, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < t:
+            ax.imshow(rgb[i], interpolation="nearest")
+            ax.set_title(f"t={i + 1}", fontsize=8)
+    fig.suptitle(title or "events per step (red ON, blue OFF)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def spike_raster(spikes: Any, path: str | Path, *, sample: int = 0, max_neurons: int = 512,
+                 title: str | None = None) -> Path:
+    """Raster of ``spikes``: ``[T, N]``, or ``[T, B, ...]`` (sample ``sample`` is drawn, its
+    neurons flattened). A dot per (step, neuron) that fired; bigger dots for counts above 1
+    (MT-LIF). At most ``max_neurons`` neurons (the first ones) are drawn."""
+    s = _numpy(spikes)
+    if s.ndim < 2:
+        raise ValueError(f"expected spikes [T, N] or [T, B, ...], got shape {tuple(s.shape)}")
+    if s.ndim > 2:
+        if not 0 <= sample < s.shape[1]:
+            raise ValueError(f"sample {sample} out of range for batch of {s.shape[1]}")
+        s = s[:, sample].reshape(s.shape[0], -1)
+    t_steps, n = s.shape
+    s = s[:, :max_neurons]
+    t_idx, n_idx = np.nonzero(s)
+    counts = s[t_idx, n_idx]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.5 * t_steps + 2.0), 3.6), dpi=120)
+    ax.scatter(t_idx + 1, n_idx, s=6 * np.clip(counts, 1, None), marker="|" if t_steps > 16 else "s",
+               color="black", linewidths=0.6)
+    ax.set_xlim(0.5, t_steps + 0.5)
+    ax.set_ylim(-0.5, s.shape[1] - 0.5)
+    ax.set_xticks(range(1, t_steps + 1) if t_steps <= 16 else ax.get_xticks())
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("neuron" + (f" (first {s.shape[1]} of {n})" if n > s.shape[1] else ""))
+    rate = float(s.mean()) if s.size else 0.0
+    ax.set_title(title or f"spikes ({rate:.3f} per neuron per step)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+class PlotsCallback:
+    """Training callback: when training ends, writes into the run directory
+
+    * ``spike_rates.png`` from the report's ``energy.spike_rate_per_layer``;
+    * ``spike_raster.png``: the last spiking layer's spikes for one test sample;
+    * ``event_preview.png`` when the inputs are event sequences ``[T, B, 2, H, W]``.
+
+    The sample is the first one the model sees in eval mode after the first epoch (the engine
+    evaluates on the test set after every epoch and measures energy on test inputs before calling
+    ``on_train_end``); a forward pre-hook keeps it, and it is removed at the end.
+    """
+
+    def __init__(self, raster: bool = True, events: bool = True) -> None:
+        self.raster = raster
+        self.events = events
+        self._handle = None
+        self._sample: torch.Tensor | None = None
+
+    def _capture(self, model: nn.Module, args: tuple) -> None:
+        if model.training or self._sample is not None or not args or not isinstance(args[0], torch.Tensor):
+            return
+        x = args[0]
+        shape = getattr(model, "input_shape", None)
+        seq = shape is not None and x.dim() == len(shape) + 2
+        self._sample = (x[:, :1] if seq else x[:1]).detach().cpu().clone()
+
+    def _attach(self, model: nn.Module) -> None:
+        if self._handle is None:
+            self._handle = model.register_forward_pre_hook(self._capture)
+
+    def on_train_start(self, model: nn.Module, out_dir: Path | None = None) -> None:
+        self._attach(model)
+
+    def on_epoch_end(self, epoch_record: dict, model: nn.Module, out_dir: Path | None = None) -> None:
+        self._attach(model)
+
+    def on_train_end(self, report: dict, model: nn.Module, out_dir: Path) -> None:
+        out = Path(out_dir)
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        try:
+            rates = _rates_of(report)
+        except TypeError:
+            rates = {}
+        name = f"{report.get('recipe', '')} ({report.get('dataset', '')})".strip()
+        if rates:
+            plot_spike_rates(rates, out / "spike_rates.png", title=f"spike rate per layer: {name}")
+        x, self._sample = self._sample, None
+        if x is None:
+            return
+        shape = getattr(model, "input_shape", None)
+        is_seq = shape is not None and x.dim() == len(shape) + 2
+        if self.events and is_seq and x.dim() == 5 and x.shape[2] == 2:
+            plot_event_frames(x[:, 0], out / "event_preview.png", title=f"input events: {name}")
+        if self.raster:
+            self._raster(model, x, out / "spike_raster.png", name)
+
+    @torch.no_grad()
+    def _raster(self, model: nn.Module, x: torch.Tensor, path: Path, name: str) -> None:
+        from .neurons import reset_net, spiking_neurons
+
+        neurons = spiking_neurons(model)
+        if not neurons:
+            return
+        layer, neuron = neurons[-1]
+        was_training, was_record = model.training, neuron.record
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model.eval()
+        neuron.record = True
+        try:
+            reset_net(model)
+            model(x.to(device))
+            spikes = neuron.last_spikes
+        finally:
+            neuron.record = was_record
+            reset_net(model)
+            model.train(was_training)
+        if spikes is not None and spikes.dim() >= 2:
+            spike_raster(spikes.float().cpu(), path, title=f"spikes of {layer}: {name}")
