@@ -13,19 +13,26 @@ is extracted into a temporary folder that is renamed into place only once comple
 The pickles are read with :class:`RestrictedUnpickler`, never plain ``pickle.load``: a
 pickle can run arbitrary code through the globals it references, so only the few
 globals a numpy array needs are allowed and anything else is refused with a
-:class:`~fewstep.errors.DataFormatError`.
+:class:`~fewstep.errors.DataFormatError`. Two more guards make a hostile file fail cleanly
+instead of taking the process down: the opcodes are first walked without building anything
+(:func:`check_pickle_structure`) and nesting deeper than :data:`MAX_NESTING` is refused (a deep
+tuple used as a dict key overflows the C stack when hashed: a segfault), and the allowed
+callables may not allocate more than the file's own size (``bytes(10**10)`` or a
+``_reconstruct`` of a 10 GB array from a 40-byte pickle).
 """
 
 from __future__ import annotations
 
 import builtins
 import io
+import math
 import os
 import pickle
+import pickletools
 import shutil
-import struct
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,31 +47,103 @@ from .download import MIRROR_ENV, download_file
 __all__ = ["CifarSpec", "SPECS", "RestrictedUnpickler", "safe_unpickle", "safe_extract_tar", "load_cifar"]
 
 
+#: The deepest container nesting a CIFAR pickle may have (the official ones nest about 6 levels).
+MAX_NESTING = 100
+#: Encodings the allowed ``_codecs.encode`` / ``str`` may name (a codec name is a module to import).
+_SAFE_ENCODINGS = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "ascii", "utf-8", "utf8",
+                             "utf_8"})
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: only :func:`_reconstruct` may use it (as numpy's
+    own pickles do), so ``numpy.ndarray(shape)`` cannot allocate an arbitrary array."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("numpy.ndarray may only be used through numpy's _reconstruct")
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """The only globals CIFAR pickles (and numpy arrays in general) need, under every module path numpy used."""
+    """The only globals CIFAR pickles (and numpy arrays in general) need, under every module path numpy used.
+
+    Callables that can allocate are mapped to the names ``"_reconstruct"``, ``"bytes"``,
+    ``"bytearray"``, ``"str"``, ``"encode"``; :class:`RestrictedUnpickler` binds them to a
+    size budget per file. Every builtin is wrapped in a plain function, so the ``NEWOBJ``
+    opcodes (which call ``cls.__new__`` directly) cannot reach them.
+    """
     try:
         from numpy._core import multiarray as ma, numeric as nu  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray as ma, numeric as nu  # type: ignore[no-redef]
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core", "numpy._core"):
-        allowed[(f"{mod}.multiarray", "_reconstruct")] = ma._reconstruct
+        allowed[(f"{mod}.multiarray", "_reconstruct")] = "_reconstruct"
         allowed[(f"{mod}.multiarray", "scalar")] = ma.scalar
         if hasattr(nu, "_frombuffer"):
             allowed[(f"{mod}.numeric", "_frombuffer")] = nu._frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "ndarray")] = _NdarrayType
     allowed[("numpy", "dtype")] = np.dtype
     # Python 3 pickles protocol <= 2 store bytes as _codecs.encode(str, "latin1"): a pure function.
-    import _codecs
-    allowed[("_codecs", "encode")] = _codecs.encode
+    allowed[("_codecs", "encode")] = "encode"
     for name in ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float", "complex"):
-        obj = getattr(builtins, name)
+        obj = name if name in ("bytes", "bytearray", "str") else _plain_function(getattr(builtins, name))
         allowed[("builtins", name)] = obj
         allowed[("__builtin__", name)] = obj  # Python 2 name, if fix_imports is off
     return allowed
 
 
+def _plain_function(cls: type) -> Any:
+    def call(*args: Any) -> Any:
+        return cls(*args)
+
+    call.__name__ = call.__qualname__ = cls.__name__
+    return call
+
+
 _ALLOWED = _numpy_globals()
+
+
+def _bounded_callables(path: Path, budget: int) -> dict[str, Any]:
+    """The allocating callables, refusing to allocate more than ``budget`` bytes (the file size:
+    a genuine pickle carries its arrays' bytes inline, so it is never smaller than them)."""
+    try:
+        from numpy._core import multiarray as ma
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray as ma  # type: ignore[no-redef]
+
+    def need(nbytes: int, what: str) -> None:
+        if nbytes > budget:
+            raise DataFormatError(path, f"the pickle asks for {what} of {nbytes} bytes, more than the whole "
+                                        f"{budget}-byte file holds (corrupt or malicious file?)", None)
+
+    def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not _NdarrayType:
+            raise pickle.UnpicklingError("numpy's _reconstruct may only rebuild a numpy.ndarray")
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            raise pickle.UnpicklingError(f"bad array shape {shape!r}")
+        need(math.prod(dims) * np.dtype(dtype).itemsize, "an array")
+        return ma._reconstruct(np.ndarray, shape, dtype)
+
+    def _sized(cls: type) -> Any:
+        def call(*args: Any) -> Any:
+            if args and isinstance(args[0], int):
+                need(args[0], f"{cls.__name__}(n)")
+            if len(args) > 1 and str(args[1]).lower() not in _SAFE_ENCODINGS:
+                raise pickle.UnpicklingError(f"{cls.__name__}() with encoding {args[1]!r}")
+            return cls(*args)
+
+        call.__name__ = call.__qualname__ = cls.__name__
+        return call
+
+    def encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        if str(encoding).lower() not in _SAFE_ENCODINGS:
+            raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+        if not isinstance(obj, str):
+            raise pickle.UnpicklingError(f"_codecs.encode of a {type(obj).__name__}")
+        return obj.encode(encoding, errors)
+
+    return {"_reconstruct": _reconstruct, "bytes": _sized(bytes), "bytearray": _sized(bytearray),
+            "str": _sized(str), "encode": encode}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -73,22 +152,166 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``find_class`` is the single place where a pickle can reach code (``os.system``,
     ``builtins.eval``, ...): everything outside :data:`_ALLOWED` raises
     :class:`DataFormatError` naming the file and the global, before anything is called.
+    ``budget`` (bytes; default: unlimited) caps what the allowed callables may allocate.
     """
 
-    def __init__(self, file: io.BufferedIOBase, path: Path, **kwargs: Any) -> None:
+    def __init__(self, file: io.BufferedIOBase, path: Path, budget: int | None = None, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self.path = path
+        self._bounded = _bounded_callables(path, budget if budget is not None else 1 << 62)
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            obj = _ALLOWED[(module, name)]
         except KeyError:
             raise DataFormatError(self.path, f"refusing to unpickle the global {module}.{name}: CIFAR pickles only "
                                              "contain numpy arrays, lists and dicts (corrupt or malicious file?)",
                                   None) from None
+        return self._bounded[obj] if isinstance(obj, str) else obj
 
     def persistent_load(self, pid: Any) -> Any:
         raise DataFormatError(self.path, "refusing a pickle with persistent ids", None)
+
+
+class _Cell:
+    """The nesting depth of one object on the simulated pickle stack (shared by its aliases)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: int = 0) -> None:
+        self.depth = depth
+
+
+def _opcode_table() -> dict[int, tuple]:
+    """Per opcode byte: ``(name, argument layout, objects taken below a MARK or from the stack, whether
+    it takes a MARK, objects pushed, kind)``, from pickletools' descriptions of every protocol."""
+    table = {}
+    for op in pickletools.opcodes:
+        a = op.arg
+        if a is None:
+            layout: tuple = ("none", 0)
+        elif a.n >= 0:
+            layout = ("fixed", a.n)
+        elif a.n == pickletools.UP_TO_NEWLINE:
+            layout = ("lines", 2 if a.name == "stringnl_noescape_pair" else 1)
+        else:
+            width, signed = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                             pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+                             pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}[a.n]
+            layout = ("counted", width, signed)
+        before = op.stack_before
+        marked = pickletools.markobject in before
+        below = before.index(pickletools.markobject) if marked else len(before)
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            kind = "put"
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            kind = "get"
+        elif op.name in ("PROTO", "FRAME", "STOP", "MARK", "DUP"):
+            kind = op.name
+        elif op.name in ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"):
+            kind = "mutate"
+        elif below == 0 and not marked:
+            kind = "scalar"  # pushes a new object made from the argument alone
+        else:
+            kind = "make"
+        table[ord(op.code)] = (op.name, layout, below, marked, len(op.stack_after), kind)
+    return table
+
+
+_OPCODES = _opcode_table()
+
+
+def check_pickle_structure(path: str | Path, data: bytes, max_nesting: int = MAX_NESTING) -> None:
+    """Walk the opcodes of ``data`` without building anything; refuse unknown opcodes, arguments
+    running past the end, a stack the opcodes do not fit, and containers nested deeper than
+    ``max_nesting``.
+
+    A few bytes of ``TUPLE1`` opcodes make a tuple nested 100,000 deep; used as a dict key or set
+    element it is hashed recursively in C, which overflows the stack and kills the interpreter
+    (no exception to catch). Each stack item's depth is tracked (a container: one more than its
+    deepest item; shared by memo aliases and raised when items are added to it), so the check
+    holds for every opcode sequence, not only the ones Python's pickler writes. Arguments are
+    skipped, not decoded: about a microsecond per opcode.
+    """
+    path = Path(path)
+    stack: list[_Cell | None] = []  # None stands for a MARK
+    memo: dict[Any, _Cell] = {}
+    n, pos = len(data), 0
+    view = memoryview(data)
+    while True:
+        if pos >= n:
+            raise DataFormatError(path, "not a valid CIFAR pickle: the data ends before the STOP opcode", pos)
+        start = pos
+        entry = _OPCODES.get(data[pos])
+        if entry is None:
+            raise DataFormatError(path, f"not a valid CIFAR pickle: unknown opcode 0x{data[pos]:02x}", pos)
+        name, layout, below, marked, pushed, kind = entry
+        pos += 1
+        arg: Any = None
+        if layout[0] == "fixed":
+            arg = view[pos:pos + layout[1]]
+            pos += layout[1]
+        elif layout[0] == "lines":
+            for _ in range(layout[1]):
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    pos = n + 1
+                    break
+                arg, pos = view[pos:end], end + 1
+        elif layout[0] == "counted":
+            size = int.from_bytes(view[pos:pos + layout[1]], "little", signed=layout[2])
+            if size < 0:
+                raise DataFormatError(path, f"not a valid CIFAR pickle: {name} with a negative length", start)
+            pos += layout[1] + size
+        if pos > n:
+            raise DataFormatError(path, f"not a valid CIFAR pickle: the argument of {name} runs past the end", start)
+        if kind == "scalar":
+            stack.extend([_Cell()] * pushed)
+            continue
+        if kind == "STOP":
+            return
+        if kind in ("PROTO", "FRAME"):
+            continue
+        if kind == "MARK":
+            stack.append(None)
+            continue
+        if kind == "put":
+            if stack and stack[-1] is not None:
+                memo[len(memo) if arg is None else bytes(arg)] = stack[-1]
+            continue
+        if kind == "get":
+            stack.append(memo.get(bytes(arg)) or _Cell())
+            continue
+        if kind == "DUP":
+            stack.append(stack[-1] if stack and stack[-1] is not None else _Cell())
+            continue
+        consumed: list[_Cell | None] = []
+        if marked:
+            try:
+                top = len(stack) - 1 - stack[::-1].index(None)
+            except ValueError:
+                raise DataFormatError(path, f"not a valid CIFAR pickle: {name} without a MARK before it",
+                                      start) from None
+            consumed = stack[top + 1:]
+            del stack[top:]
+        if below:
+            base = stack[-below:]
+            if len(base) < below or None in base:
+                raise DataFormatError(path, f"not a valid CIFAR pickle: {name} on too short a stack", start)
+            del stack[-below:]
+            consumed = base + consumed
+        deepest = max((c.depth for c in consumed), default=-1)  # (no MARK left in `consumed`)
+        if kind == "mutate":
+            cell = consumed[0]
+            assert cell is not None
+            cell.depth = max(cell.depth, 1 + max((c.depth for c in consumed[1:]), default=-1))
+        else:
+            cell = _Cell(1 + deepest)
+        if cell.depth > max_nesting:
+            raise DataFormatError(path, f"refusing a pickle nested more than {max_nesting} levels deep (CIFAR "
+                                        "pickles nest a few levels; corrupt or malicious file?)", start)
+        if pushed:
+            stack.append(cell)
 
 
 def safe_unpickle(path: str | Path) -> dict[str, Any]:
@@ -96,26 +319,40 @@ def safe_unpickle(path: str | Path) -> dict[str, Any]:
 
     Official files were written by Python 2; they are read with ``encoding='bytes'`` (as
     the CIFAR page recommends), which gives ``bytes`` keys, while pickles re-written by
-    Python 3 have ``str`` keys: both are normalised to ``str`` here.
+    Python 3 have ``str`` keys: both are normalised to ``str`` here. The opcodes are checked
+    first (:func:`check_pickle_structure`) and nothing may allocate more than the file's size.
     """
     path = Path(path)
+    data = path.read_bytes()
+    check_pickle_structure(path, data)
     try:
-        with open(path, "rb") as f:
-            obj = RestrictedUnpickler(f, path, encoding="bytes").load()
+        obj = RestrictedUnpickler(io.BytesIO(data), path, budget=len(data), encoding="bytes").load()
     except DataFormatError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, UnicodeDecodeError, MemoryError, struct.error) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a corrupt stream makes the unpickler or numpy raise
         raise DataFormatError(path, f"not a valid CIFAR pickle: {type(e).__name__}: {e}", None) from None
     if not isinstance(obj, dict):
         raise DataFormatError(path, f"expected a pickled dict, found {type(obj).__name__}", None)
-    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+    bad = [type(k).__name__ for k in obj if not isinstance(k, (str, bytes))]
+    if bad:
+        raise DataFormatError(path, f"the pickled dict has a {bad[0]} key; CIFAR pickles have string keys", None)
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
 def _names(path: Path, meta: dict[str, Any], key: str) -> list[str]:
     if key not in meta or not isinstance(meta[key], (list, tuple)):
         raise DataFormatError(path, f"meta file has no list {key!r} (keys: {sorted(meta)})", None)
-    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[key]]
+    names = []
+    for i, n in enumerate(meta[key]):
+        if isinstance(n, bytes):
+            try:
+                n = n.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataFormatError(path, f"{key!r}[{i}] is not UTF-8 text: {n[:40]!r}", None) from None
+        if not isinstance(n, str):
+            raise DataFormatError(path, f"{key!r}[{i}] is a {type(n).__name__}, not a class name", None)
+        names.append(n)
+    return names
 
 
 def _batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +365,14 @@ def _batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np
         desc = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataFormatError(path, f"'data' must be a uint8 array [N, 3072], found {desc}", None)
     try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as e:
+        raw = np.asarray(labels)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise DataFormatError(path, f"{label_key!r} is not a list of integers: {e}", None) from None
+    if raw.size and raw.dtype.kind not in "iu":  # floats, strings, objects (ints beyond 64 bits), ...
+        raise DataFormatError(path, f"{label_key!r} is not a list of integers (found {raw.dtype} values)", None)
+    if raw.dtype.kind == "u" and raw.size and raw.max() > np.iinfo(np.int64).max:
+        raise DataFormatError(path, f"labels must lie in 0..{num_classes - 1}, found {raw.max()}", None)
+    labels = raw.astype(np.int64)
     if labels.shape != (len(data),):
         raise DataFormatError(path, f"{len(data)} images but {label_key!r} has shape {list(labels.shape)}", None)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
@@ -178,7 +420,7 @@ def safe_extract_tar(archive: str | Path, dest_parent: str | Path, top: str, req
                     tar.extractall(tmp, members=wanted)
         except DataFormatError:
             raise
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
             raise DataFormatError(archive, f"cannot extract the archive: {type(e).__name__}: {e}", None) from None
         missing = [r for r in required if not (tmp / top / r).is_file()]
         if missing:

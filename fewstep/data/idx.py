@@ -45,6 +45,8 @@ _OUT_STEP = 4 << 20  # most decompressed bytes produced per zlib call (bounds me
 #: Default ceiling on the payload size a header may claim (16 GiB): far above any IDX
 #: dataset, far below what a random 32-bit header can claim (up to 2**(32*255) bytes).
 DEFAULT_MAX_BYTES = 16 << 30
+#: numpy's limit on dimensions (64 since numpy 2, 32 before); an IDX header allows up to 255.
+_MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
 
 
 def _parse_header(path: Path, head: bytes, where: str, max_bytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -64,6 +66,9 @@ def _parse_header(path: Path, head: bytes, where: str, max_bytes: int) -> tuple[
                                     f"(known: {', '.join(f'0x{c:02X}' for c in IDX_TYPES)})", 2)
     if ndim == 0:
         raise DataFormatError(path, f"IDX header declares 0 dimensions{where}", 3)
+    if ndim > _MAX_NDIM:
+        raise DataFormatError(path, f"IDX header declares {ndim} dimensions{where}; a numpy array has at most "
+                                    f"{_MAX_NDIM}", 3)
     header_len = 4 + 4 * ndim
     if len(head) < header_len:
         raise DataFormatError(path, f"truncated IDX header{where}: {ndim} dimensions need a {header_len}-byte "
@@ -74,6 +79,9 @@ def _parse_header(path: Path, head: bytes, where: str, max_bytes: int) -> tuple[
     if payload > max_bytes:
         raise DataFormatError(path, f"IDX header claims dims {list(dims)} of {dtype.name} = {payload} bytes{where}, "
                                     f"more than the {max_bytes}-byte limit: the header is corrupt", 4)
+    if math.prod(d for d in dims if d) * dtype.itemsize >= 2**63:  # empty, but numpy cannot index that shape
+        raise DataFormatError(path, f"IDX header claims dims {list(dims)} of {dtype.name}{where}: no array can have "
+                                    "that shape (the header is corrupt)", 4)
     return dtype, tuple(int(d) for d in dims), header_len
 
 

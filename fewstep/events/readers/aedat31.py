@@ -261,6 +261,9 @@ def read_gesture_labels(path: str | Path) -> np.ndarray:
             raise DataFormatError(path, problem, line_offset)
         if end <= start:
             raise DataFormatError(path, f"line {lineno + 1}: end time {end} not after start time {start}", line_offset)
+        if not -(2**63) <= start < 2**63 or not -(2**63) <= end < 2**63:
+            problem = f"line {lineno + 1}: time {start if abs(start) >= 2**63 else end} does not fit in 64 bits"
+            raise DataFormatError(path, problem, line_offset)
         rows.append((cls - 1, start, end))
     if not text.strip():
         raise DataFormatError(path, "empty label file", 0)

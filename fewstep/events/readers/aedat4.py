@@ -37,6 +37,7 @@ from ...errors import DataFormatError
 from ..types import EVENT_DTYPE
 
 MAGIC = b"#!AER-DAT4.0\r\n"
+MAX_SENSOR = 32768  # event coordinates are int16
 COMPRESSION = {0: "NONE", 1: "LZ4", 2: "LZ4_HIGH", 3: "ZSTD", 4: "ZSTD_HIGH"}
 _EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1"), ("pad", "V3")])
 _PACKET_HEADER = struct.Struct("<ii")
@@ -129,6 +130,15 @@ class Aedat4Stream:
     size: tuple[int, int] | None
 
 
+def _ascii_uint(text: str) -> int | None:
+    """A plain decimal number of at most 10 ASCII digits (``str.isdigit`` also accepts '²' and other
+    Unicode digits that ``int`` rejects, and ``int`` refuses more than 4300 digits), else None."""
+    text = text.strip()
+    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def _parse_streams(xml: str) -> list[Aedat4Stream]:
     root = ET.fromstring(xml)
     streams = []
@@ -136,18 +146,19 @@ def _parse_streams(xml: str) -> list[Aedat4Stream]:
         if out_info.get("name") != "outInfo":
             continue
         for node in out_info.findall("node"):
-            name = node.get("name", "")
-            if not name.isdigit():
+            stream_id = _ascii_uint(node.get("name", ""))
+            if stream_id is None or stream_id >= 2**31:  # packets carry an int32 stream id
                 continue
             attrs = {a.get("key"): (a.text or "") for a in node.findall("attr")}
             size = None
             info = next((n for n in node.findall("node") if n.get("name") == "info"), None)
             if info is not None:
                 iattrs = {a.get("key"): (a.text or "") for a in info.findall("attr")}
-                if iattrs.get("sizeX", "").isdigit() and iattrs.get("sizeY", "").isdigit():
-                    size = (int(iattrs["sizeX"]), int(iattrs["sizeY"]))
+                w, h = _ascii_uint(iattrs.get("sizeX", "")), _ascii_uint(iattrs.get("sizeY", ""))
+                if w is not None and h is not None:
+                    size = (w, h)
             streams.append(
-                Aedat4Stream(int(name), attrs.get("typeIdentifier", ""), attrs.get("originalOutputName", ""), size)
+                Aedat4Stream(stream_id, attrs.get("typeIdentifier", ""), attrs.get("originalOutputName", ""), size)
             )
     return sorted(streams, key=lambda s: s.id)
 
@@ -257,6 +268,13 @@ def read_aedat4(path: str | Path, stream: int | str | None = None) -> tuple[np.n
         have = ", ".join(f"{s.id}:{s.type}:{s.name}" for s in streams) or "none"
         raise DataFormatError(path, f"no event (EVTS) stream {stream!r} in the file; streams: {have}", len(MAGIC) + 4)
     target = chosen[0]
+    if target.size is not None and not (1 <= target.size[0] <= MAX_SENSOR and 1 <= target.size[1] <= MAX_SENSOR):
+        raise DataFormatError(
+            path,
+            f"stream {target.id} declares a {target.size[0]}x{target.size[1]} sensor; sizes must lie in "
+            f"1..{MAX_SENSOR} (event coordinates are 16-bit)",
+            len(MAGIC) + 4,
+        )
     decompress = _decompressor(compression, path)
 
     end = len(data)
@@ -309,9 +327,9 @@ def read_aedat4(path: str | Path, stream: int | str | None = None) -> tuple[np.n
     ev = np.empty(len(raw), dtype=EVENT_DTYPE)
     ev["x"], ev["y"], ev["t"], ev["p"] = raw["x"], raw["y"], raw["t"], raw["p"] != 0
     sensor = target.size
-    if sensor is None:
+    if sensor is None:  # not declared: from the largest coordinates (negative ones are still refused)
         sensor = (int(ev["x"].max()) + 1, int(ev["y"].max()) + 1) if len(ev) else (0, 0)
-    else:
+    if len(ev):
         bad = (ev["x"] < 0) | (ev["y"] < 0) | (ev["x"] >= sensor[0]) | (ev["y"] >= sensor[1])
         if bad.any():
             i = int(np.argmax(bad))

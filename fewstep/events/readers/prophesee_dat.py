@@ -23,11 +23,12 @@ from ..types import EVENT_DTYPE, as_events
 
 EVENT2D, EVENT_CD, EVENT_EXT_TRIGGER = 0x00, 0x0C, 0x0E
 ATIS_GEN1_SENSOR_SIZE = (304, 240)
+MAX_SENSOR = 1 << 14  # x and y are 14-bit fields
 _RECORD = np.dtype([("t", "<u4"), ("data", "<u4")])
 
 
-def _parse_header(data: bytes, path: Path) -> tuple[dict[str, str], int]:
-    """``({keyword: value}, offset of the event-type byte)``."""
+def _parse_header(data: bytes, path: Path, offsets: dict[str, int] | None = None) -> tuple[dict[str, str], int]:
+    """``({keyword: value}, offset of the event-type byte)``; ``offsets`` receives each keyword's line offset."""
     header: dict[str, str] = {}
     pos = 0
     while pos < len(data) and data[pos] == 0x25:  # '%'
@@ -37,6 +38,8 @@ def _parse_header(data: bytes, path: Path) -> tuple[dict[str, str], int]:
         words = data[pos + 1 : end].decode("latin-1").strip().split(None, 1)
         if words:
             header[words[0]] = words[1] if len(words) > 1 else ""
+            if offsets is not None:
+                offsets[words[0]] = pos
         pos = end + 1
     return header, pos
 
@@ -59,7 +62,8 @@ def read_prophesee_dat(
     data = path.read_bytes()
     if not data.startswith(b"%"):
         raise DataFormatError(path, "not a Prophesee .dat file: no '%' header", 0)
-    header, pos = _parse_header(data, path)
+    offsets: dict[str, int] = {}
+    header, pos = _parse_header(data, path, offsets)
     if len(data) - pos < 2:
         raise DataFormatError(path, "file ends before the event type and size bytes (truncated)", pos)
     ev_type, ev_size = data[pos], data[pos + 1]
@@ -89,6 +93,12 @@ def read_prophesee_dat(
             sensor_size = (int(header["Width"]), int(header["Height"]))
         except (KeyError, ValueError):
             sensor_size = ATIS_GEN1_SENSOR_SIZE
+        for key, value in zip(("Width", "Height"), sensor_size):
+            if not 1 <= value <= MAX_SENSOR:
+                raise DataFormatError(
+                    path, f"header {key} {value} is not a sensor size (1..{MAX_SENSOR}: coordinates are 14-bit)",
+                    offsets.get(key, 0),
+                )
     w, h = sensor_size
     bad = (ev["x"] >= w) | (ev["y"] >= h)
     if bad.any():
