@@ -8,6 +8,7 @@ A recipe has four tables, ``[data]``, ``[model]``, ``[neuron]`` and ``[train]``,
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -83,6 +84,9 @@ class Recipe:
         return asdict(self)
 
 
+#: The largest ``train.seed`` (torch, numpy and Python seeds all accept it).
+SEED_MAX = 2**63 - 1
+
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "neuron": NeuronSpec, "train": TrainConfig}
 
 
@@ -95,7 +99,15 @@ def _check_type(key: str, value: Any, hint: Any, source: str | None) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float or text == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        if ok:
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range (e.g. 10**400)
+                raise ConfigError(key, f"an integer of {value.bit_length()} bits is too large for a float",
+                                  source) from None
+            if not math.isfinite(number):  # TOML allows nan and inf
+                raise ConfigError(key, f"must be a finite number, got {value!r}", source)
+            value = number
     elif hint is str or text == "str":
         ok = isinstance(value, str)
     elif hint is dict or text == "dict":
@@ -140,6 +152,8 @@ def _validate(r: Recipe, source: str | None) -> None:
     if not 1 <= m.timesteps <= 1024:
         raise ConfigError("model.timesteps", f"must be in 1..1024, got {m.timesteps}", source)
     _positive("train.epochs", t.epochs, source)
+    if not 0 <= t.seed <= SEED_MAX:  # torch.manual_seed takes at most 64 bits
+        raise ConfigError("train.seed", f"must be in 0..{SEED_MAX} (2**63 - 1), got {t.seed}", source)
     _positive("train.lr", t.lr, source)
     for key in ("momentum", "weight_decay", "grad_clip", "warmup_epochs", "tet_lambda", "label_smoothing", "reg_alpha"):
         _positive(f"train.{key}", getattr(t, key), source, allow_zero=True)
@@ -198,6 +212,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except ValueError as exc:  # valid TOML Python will not read, e.g. an integer of over 4300 digits
+        raise ConfigError(key, f"unusable value: {exc}") from None
     return key.split("."), value
 
 
@@ -242,6 +258,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("<file>", f"not valid TOML: {exc}", path) from None
+    except ValueError as exc:  # valid TOML Python will not read, e.g. an integer of over 4300 digits
+        raise ConfigError("<file>", f"unusable value: {exc}", path) from None
     return recipe_from_dict(apply_overrides(raw, overrides or []), str(path))
 
 

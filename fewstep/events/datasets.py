@@ -29,14 +29,17 @@ served through an IBM Box page that needs a browser, so it must be downloaded by
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import re
 import shutil
 import tarfile
 import tempfile
 import zipfile
-from pathlib import Path
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -104,10 +107,22 @@ def _unpack(archive: Path, into: Path) -> None:
                     tf.extractall(into, members=regular, filter="data")
                 else:
                     tf.extractall(into, members=regular)
+                # Read the compressed stream to its end: gzip checks its CRC only there, and tar
+                # stops before it, so a corrupt .tar.gz could otherwise extract garbage silently.
+                while tf.fileobj is not None and tf.fileobj.read(1 << 20):
+                    pass
         else:
             raise DataFormatError(archive, "neither a zip nor a tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
-        raise DataFormatError(archive, f"corrupt archive: {e}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError) as e:
+        # zlib.error: a corrupt deflate stream in a zip member or a .tar.gz; LZMAError: .tar.xz;
+        # NotImplementedError: a zip member packed with a compression method Python lacks
+        raise DataFormatError(archive, f"corrupt archive: {type(e).__name__}: {e}") from None
+    except OSError as e:
+        # gzip.BadGzipFile and bz2's "Invalid data stream" are OSErrors without an errno; an errno
+        # (disk full, permission denied) is a problem of the file system, not of the archive
+        if isinstance(e, gzip.BadGzipFile) or e.errno is None:
+            raise DataFormatError(archive, f"corrupt archive: {type(e).__name__}: {e}") from None
+        raise
 
 
 def _extract_atomically(archive: Path, target: Path, is_payload: Callable[[Path], bool]) -> Path:

@@ -18,13 +18,27 @@ from .types import EVENT_DTYPE, as_events
 SensorSize = tuple[int, int]
 
 
+#: The largest sensor side: fewstep's coordinates are int16, so 0..32767.
+MAX_SENSOR_SIDE = 2**15
+
+
 def _sensor(sensor_size: Sequence[int]) -> SensorSize:
-    """Accept ``(W, H)`` or Tonic's ``(W, H, P)``; check both are positive integers."""
-    if len(sensor_size) not in (2, 3):
+    """Accept ``(W, H)`` or Tonic's ``(W, H, P)``; check both are integers in 1..2**15."""
+    try:
+        n = len(sensor_size)
+    except TypeError:
+        raise ValueError(f"sensor_size must be (width, height), got {sensor_size!r}") from None
+    if n not in (2, 3):
         raise ValueError(f"sensor_size must be (width, height), got {sensor_size!r}")
-    w, h = int(sensor_size[0]), int(sensor_size[1])
-    if w <= 0 or h <= 0 or w != sensor_size[0] or h != sensor_size[1]:
-        raise ValueError(f"sensor_size must be positive integers, got {sensor_size!r}")
+    try:
+        w, h = int(sensor_size[0]), int(sensor_size[1])
+        whole = bool(w == sensor_size[0]) and bool(h == sensor_size[1])
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, text, arrays
+        whole = False
+    if isinstance(sensor_size[0], (bool, np.bool_)) or isinstance(sensor_size[1], (bool, np.bool_)):
+        whole = False
+    if not whole or not (1 <= w <= MAX_SENSOR_SIDE and 1 <= h <= MAX_SENSOR_SIDE):
+        raise ValueError(f"sensor_size must be integers in 1..{MAX_SENSOR_SIDE}, got {sensor_size!r}")
     return w, h
 
 

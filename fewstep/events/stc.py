@@ -43,6 +43,12 @@ Conventions (shared by all three functions):
 * ``spatial_factor f`` sum-pools ``f x f`` blocks; the output is ``ceil(H / f) x ceil(W / f)``
   (a partial block at the border is kept, so the count is still conserved).
 * Coordinates outside the sensor raise ``ValueError``.
+* Everything is checked before any work: the events must be a 1-D structured array that
+  :func:`~fewstep.events.types.as_events` converts without loss (16-bit coordinates, finite
+  timestamps that fit in int64), the sensor sides lie in 1..32768, and the parameters are
+  whole numbers in range with at most :data:`MAX_FINE_BINS` fine bins (``ConfigError``, a
+  ``ValueError``, naming the parameter). Any int64 timestamps are binned exactly by the rule
+  above, even a span of 2**64 - 1 us.
 """
 
 from __future__ import annotations
@@ -71,27 +77,78 @@ __all__ = ["STC", "stc", "reference_stc", "stc_batch", "pack_events", "unpack_ev
 # shared checks and small helpers
 
 
+#: The most fine bins ``T0 = T * r`` one call may use (``timesteps`` times ``fine_bins_per_step`` for
+#: ``'exp'``, ``timesteps`` for ``'sum'``). Work and memory grow with ``T0``; far more than any
+#: recipe needs (1024 steps x 64 fine bins per step).
+MAX_FINE_BINS = 2**16
+
+
 def _sensor_wh(sensor_size: Sequence[int]) -> tuple[int, int]:
     """``(width, height)`` from ``(W, H)`` or Tonic's ``(W, H, P)`` with ``P == 2``."""
-    if len(sensor_size) == 3 and int(sensor_size[2]) != 2:
-        raise ConfigError("sensor_size", f"STC always makes 2 polarity channels; sensor_size has {sensor_size[2]}")
+    try:
+        three = len(sensor_size) == 3
+    except TypeError:
+        three = False  # _sensor says what is wrong
+    if three:
+        p = sensor_size[2]
+        try:
+            two = not isinstance(p, (bool, np.bool_)) and bool(p == 2)
+        except (TypeError, ValueError):
+            two = False
+        if not two:
+            raise ConfigError("sensor_size", f"STC always makes 2 polarity channels; sensor_size has {p!r}")
     return _sensor(sensor_size)
 
 
+def _whole(name: str, value: object, low: int = 1) -> int:
+    """``value`` as an ``int >= low`` (whole floats such as ``4.0`` too); ``ConfigError`` otherwise."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+        ok = not isinstance(value, (bool, np.bool_)) and bool(number == value) and number >= low
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, text, arrays
+        ok = False
+    if not ok:
+        raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class _Params:
+    timesteps: int
+    by: str
+    integration: str
+    kappa: float
+    fine_bins_per_step: int
+    spatial_factor: int
+    fine: int  # T0: fine bins in all; T0 // timesteps of them per step
+
+    @property
+    def r(self) -> int:
+        return self.fine // self.timesteps
+
+
 def _check_params(timesteps: int, by: str, integration: str, kappa: float, fine_bins_per_step: int,
-                  spatial_factor: int) -> None:
-    if int(timesteps) != timesteps or timesteps < 1:
-        raise ConfigError("timesteps", f"must be an integer >= 1, got {timesteps!r}")
+                  spatial_factor: int) -> _Params:
+    """Validate the STC parameters (``ConfigError`` naming the first bad one) and return them normalised."""
+    timesteps = _whole("timesteps", timesteps)
     if by not in ("time", "count"):
         raise ConfigError("by", f"must be 'time' or 'count', got {by!r}")
     if integration not in ("sum", "exp"):
         raise ConfigError("integration", f"must be 'sum' or 'exp', got {integration!r}")
-    if not 0.0 < kappa <= 1.0:
+    try:
+        k = float(kappa)
+        ok = not isinstance(kappa, (bool, np.bool_)) and 0.0 < k <= 1.0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ConfigError("kappa", f"must lie in (0, 1], got {kappa!r}")
-    if int(fine_bins_per_step) != fine_bins_per_step or fine_bins_per_step < 1:
-        raise ConfigError("fine_bins_per_step", f"must be an integer >= 1, got {fine_bins_per_step!r}")
-    if int(spatial_factor) != spatial_factor or spatial_factor < 1:
-        raise ConfigError("spatial_factor", f"must be an integer >= 1, got {spatial_factor!r}")
+    r = _whole("fine_bins_per_step", fine_bins_per_step)
+    f = _whole("spatial_factor", spatial_factor)
+    fine = _fine_bins(timesteps, integration, k, r)
+    if fine > MAX_FINE_BINS:
+        what = "timesteps" if fine == timesteps else "timesteps * fine_bins_per_step"
+        raise ConfigError(what, f"{what} = {fine} fine bins; STC allows at most {MAX_FINE_BINS}")
+    return _Params(timesteps, by, integration, k, r, f, fine)
 
 
 # x and y are adjacent little-endian int16 fields: one uint32 read fetches both (y in the high half).
@@ -136,6 +193,12 @@ def _fine_bins(timesteps: int, integration: str, kappa: float, fine_bins_per_ste
     """``T0``: the number of fine bins. The plain sum needs none finer than the steps."""
     r = fine_bins_per_step if integration == "exp" and kappa < 1.0 else 1
     return timesteps * r
+
+
+def _pool_factor(spatial_factor: int, width: int, height: int) -> int:
+    """The pooling factor to compute with: one beyond the sensor's larger side pools the same
+    (everything into one pixel), and a smaller one keeps the index arithmetic in 32 bits."""
+    return min(spatial_factor, max(width, height))
 
 
 def _exp_weights(timesteps: int, fine: int, kappa: float) -> np.ndarray:
@@ -183,11 +246,16 @@ def _fine_bin_bounds(ev: np.ndarray, by: str, fine: int) -> list[int] | None:
     n, scratch = len(ev), _SCRATCH
     if by == "time":  # bin k starts at the first t with (t - t_first) * T0 >= k * D
         t = ev["t"]
-        t_first, span = int(t[0]), max(int(t[-1]) - int(t[0]), 1)
-        starts = np.array([t_first + _ceil_div(k * span, fine) for k in range(1, fine)], np.int64)
-        inner = np.zeros(fine - 1, np.int64)
+        if t[-1] < t[0]:
+            return None  # not sorted (and the starts below would not lie between t[0] and t[-1])
+        t_first, span = int(t[0]), int(t[-1]) - int(t[0])
+        if span == 0:  # one timestamp (if sorted): every event in bin 0; D = 1 would put the
+            starts, inner = None, np.full(fine - 1, n, np.int64)  # starts at t + 1, maybe past int64
+        else:  # Python integers: exact, and every start lies in [t_first, t_last]
+            starts = np.array([t_first + _ceil_div(k * span, fine) for k in range(1, fine)], np.int64)
+            inner = np.zeros(fine - 1, np.int64)
     else:  # rank i is in bin floor(i * T0 / N)
-        inner = np.array([_ceil_div(k * n, fine) for k in range(1, fine)], np.int64)
+        starts, inner = None, np.array([_ceil_div(k * n, fine) for k in range(1, fine)], np.int64)
     previous = None
     for c0 in range(0, n, _CHUNK):
         t = scratch.t[:min(_CHUNK, n - c0)]
@@ -196,7 +264,7 @@ def _fine_bin_bounds(ev: np.ndarray, by: str, fine: int) -> list[int] | None:
                 t[1:], t[:-1], out=scratch.ordered[:len(t) - 1]).all():
             return None
         previous = t[-1]
-        if by == "time":
+        if starts is not None:
             inner += np.searchsorted(t, starts)  # sorted: positions add up over the chunks
     return [0, *inner.tolist(), n]
 
@@ -229,9 +297,10 @@ def stc(
     Returns:
         float32 array ``[T, 2, ceil(H / f), ceil(W / f)]``; channel 0 OFF, channel 1 ON.
     """
-    _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    prm = _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    timesteps, by, fine, r = prm.timesteps, prm.by, prm.fine, prm.r
     width, height = _sensor_wh(sensor_size)
-    f = int(spatial_factor)
+    f = _pool_factor(prm.spatial_factor, width, height)
     ho, wo = _ceil_div(height, f), _ceil_div(width, f)
     step_size = 2 * ho * wo
     out_shape = (timesteps, 2, ho, wo)
@@ -240,13 +309,11 @@ def stc(
     if n == 0:
         return np.zeros(out_shape, np.float32)
 
-    fine = _fine_bins(timesteps, integration, kappa, fine_bins_per_step)
-    r = fine // timesteps
     bounds = _fine_bin_bounds(ev, by, fine)
     if bounds is None:  # unsorted: sort once, stably (ties keep their input order)
         ev = ev[np.argsort(ev["t"], kind="stable")]
         bounds = _fine_bin_bounds(ev, by, fine)
-    weights = _exp_weights(timesteps, fine, kappa) if r > 1 else None
+    weights = _exp_weights(timesteps, fine, prm.kappa) if r > 1 else None
 
     # Counts accumulate exactly in float32 (to 2**24 per pixel); weighted sums in float64.
     out = np.zeros(timesteps * step_size, np.float32 if weights is None else np.float64)
@@ -292,20 +359,23 @@ def reference_stc(
 
     Slow and memory-hungry (``[T0, 2, H, W]`` in memory) on purpose: it is the specification
     that :func:`stc` and :func:`stc_batch` are tested against. Same arguments and result."""
-    _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    prm = _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    timesteps, kappa, spatial_factor = prm.timesteps, prm.kappa, prm.spatial_factor
     width, height = _sensor_wh(sensor_size)
     ev = as_events(events)
     _coordinates(ev, width, height)
-    r = fine_bins_per_step if integration == "exp" else 1
+    r = prm.fine_bins_per_step if integration == "exp" else 1
     fine = timesteps * r
+    if fine > MAX_FINE_BINS:  # (kappa = 1 needs no fine bins in the fast paths, but this one makes them)
+        raise ConfigError("timesteps * fine_bins_per_step", f"{fine} fine bins; STC allows at most {MAX_FINE_BINS}")
     n = len(ev)
 
     # Fine bin of every event, by the closed-form rule of the module docstring.
     t = ev["t"].astype(np.int64)
-    if by == "time":
-        t0 = t.min() if n else 0
-        span = max(int(t.max()) - int(t0), 1) if n else 1
-        k = np.minimum((t - t0) * fine // span, fine - 1)
+    if by == "time":  # in Python integers: (t - t0) * T0 can exceed 64 bits
+        t0 = int(t.min()) if n else 0
+        span = max(int(t.max()) - t0, 1) if n else 1
+        k = np.array([min((v - t0) * fine // span, fine - 1) for v in t.tolist()], np.int64)
     else:
         rank = np.empty(n, np.int64)
         rank[np.argsort(t, kind="stable")] = np.arange(n)
@@ -315,7 +385,7 @@ def reference_stc(
     F = np.zeros((fine, 2, height, width), np.float64)
     np.add.at(F, (k, channel, ev["y"].astype(np.int64), ev["x"].astype(np.int64)), 1.0)
 
-    f = int(spatial_factor)
+    f = _pool_factor(spatial_factor, width, height)
     ho, wo = _ceil_div(height, f), _ceil_div(width, f)
     padded = np.zeros((fine, 2, ho * f, wo * f))
     padded[:, :, :height, :width] = F
@@ -393,6 +463,32 @@ def _as_packed(batch: EventBatch) -> PackedEvents:
     return pack_events(batch)
 
 
+def _longest_span(t: np.ndarray, offsets: np.ndarray) -> int:
+    """``max(t_last - t_first)`` over the non-empty samples, as a Python integer (exact: a span
+    of int64 timestamps may need 64 bits)."""
+    starts = offsets[:-1][np.diff(offsets) > 0]
+    if len(starts) == 0:
+        return 0
+    lo, hi = np.minimum.reduceat(t, starts), np.maximum.reduceat(t, starts)
+    # hi - lo lies in [0, 2**64): exact in uint64 arithmetic, which wraps where int64 would overflow
+    return int((hi.view(np.uint64) - lo.view(np.uint64)).max())
+
+
+def _exact_time_bins(t: np.ndarray, offsets: np.ndarray, fine: int) -> torch.Tensor:
+    """Fine bin ``min((t - t_first) * T0 // D, T0 - 1)`` of every event in Python integers, for
+    streams whose span is too long for the float64 path. Slow (per event), and only ever needed
+    for timestamps spanning centuries."""
+    k = np.empty(len(t), np.int64)
+    for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        if a == b:
+            continue
+        seg = t[a:b].tolist()
+        t0 = min(seg)
+        span = max(max(seg) - t0, 1)
+        k[a:b] = [min((v - t0) * fine // span, fine - 1) for v in seg]
+    return torch.from_numpy(k)
+
+
 def stc_batch(
     batch: EventBatch,
     sensor_size: Sequence[int],
@@ -413,14 +509,15 @@ def stc_batch(
     its rank, for ``'count'``), the fine bin, the step and weight, and one flat index into the
     whole output; a single ``index_add_`` accumulates the batch, so on a GPU the work is a
     handful of kernels however large the batch."""
-    _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    prm = _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    timesteps, fine = prm.timesteps, prm.fine
     width, height = _sensor_wh(sensor_size)
     device = torch.device(device) if device is not None else torch.device("cpu")
     events, offsets = _as_packed(batch)
     B = len(offsets) - 1
-    f = int(spatial_factor)
+    f = _pool_factor(prm.spatial_factor, width, height)
     ho, wo = _ceil_div(height, f), _ceil_div(width, f)
-    exp = integration == "exp" and kappa < 1.0
+    exp = prm.r > 1
     dtype = torch.float64 if exp else torch.float32
     out = torch.zeros(timesteps * B * 2 * ho * wo, dtype=dtype, device=device)
     n = len(events)
@@ -433,31 +530,36 @@ def stc_batch(
 
     # Fresh contiguous copies (torch.from_numpy rejects the fields' 13-byte strides).
     x, y = to_dev(xs.astype(np.int16)), to_dev(ys.astype(np.int16))
-    t, on = to_dev(events["t"].copy()), to_dev(_channels(events))
+    t_host = events["t"].copy()
+    t, on = to_dev(t_host), to_dev(_channels(events))
     counts = torch.from_numpy(np.diff(offsets)).to(device)
     sample = torch.repeat_interleave(torch.arange(B, device=device), counts, output_size=n)
 
     # Fine bin k = floor(a / b) with a = (t - t_first) * T0 or rank * T0. Float64 division is
-    # exact for this (a < 2**53, b * T0 < 2**52) and, unlike int64 division, vectorised.
-    fine = _fine_bins(timesteps, integration, kappa, fine_bins_per_step)
+    # exact for this (a < 2**53, b * T0 < 2**52) and, unlike int64 division, vectorised. Spans
+    # too long for that (over 2**53 / T0 us, 285 years / T0) take an exact integer path.
     if by == "time":
-        t0 = torch.full((B,), torch.iinfo(torch.int64).max, device=device).scatter_reduce_(0, sample, t, "amin")
-        t1 = torch.full((B,), torch.iinfo(torch.int64).min, device=device).scatter_reduce_(0, sample, t, "amax")
-        numerator, denominator = t.sub_(t0[sample]), (t1 - t0).clamp_(min=1)
+        if _longest_span(t_host, offsets) * fine >= 2**53:
+            k = _exact_time_bins(t_host, offsets, fine).to(device)
+        else:
+            t0 = torch.full((B,), torch.iinfo(torch.int64).max, device=device).scatter_reduce_(0, sample, t, "amin")
+            t1 = torch.full((B,), torch.iinfo(torch.int64).min, device=device).scatter_reduce_(0, sample, t, "amax")
+            numerator, denominator = t.sub_(t0[sample]), (t1 - t0).clamp_(min=1)
+            k = numerator.mul_(fine).double().div_(denominator.double()[sample]).floor_().long()
     else:
         order = torch.argsort(t, stable=True)
         order = order[torch.argsort(sample[order], stable=True)]  # by sample, then by time
         numerator = torch.empty_like(t)
         numerator[order] = torch.arange(n, device=device) - torch.from_numpy(offsets[:-1]).to(device)[sample[order]]
-        denominator = counts
-    k = numerator.mul_(fine).double().div_(denominator.double()[sample]).floor_().long().clamp_(max=fine - 1)
+        k = numerator.mul_(fine).double().div_(counts.double()[sample]).floor_().long()  # rank * T0 < 2**53
+    k = k.clamp_(min=0, max=fine - 1)
 
     # Flat index ((step * B + sample) * 2 + channel) * H' * W' + y' * W' + x'.
     flat = torch.div(k, fine // timesteps, rounding_mode="floor") if fine > timesteps else k.clone()
     flat.mul_(B).add_(sample).mul_(2).add_(on).mul_(ho).add_(y.div_(f, rounding_mode="floor") if f > 1 else y)
     flat.mul_(wo).add_(x.div_(f, rounding_mode="floor") if f > 1 else x)
     if exp:
-        values = torch.from_numpy(_exp_weights(timesteps, fine, kappa)).to(device)[k]
+        values = torch.from_numpy(_exp_weights(timesteps, fine, prm.kappa)).to(device)[k]
     else:
         values = torch.ones(n, dtype=dtype, device=device)
     out.index_add_(0, flat, values)

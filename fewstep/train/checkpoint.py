@@ -30,8 +30,55 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a permission error means it does)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError, ValueError):
+        return True  # exists but is not ours, or cannot tell: leave its file alone
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete ``.<name>.tmp-<pid>`` files next to ``path`` left by saves that crashed (killed mid-write).
+
+    A temporary file of a process that still runs (another save in progress) is left alone; the
+    current process's own leftovers are always stale (its saves run one at a time). Returns the
+    files removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}.tmp-"
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for p in candidates:
+        pid_text = p.name[len(prefix):]
+        if not (pid_text.isascii() and pid_text.isdigit() and len(pid_text) <= 10):
+            continue  # not a name save_checkpoint writes
+        pid = int(pid_text)
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        try:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+        except OSError:  # gone meanwhile, or not ours to delete: never fail a save for it
+            pass
+    return removed
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` (tensors, numbers, strings, lists and dicts only) to ``path``."""
+    """Atomically write ``state`` (tensors, numbers, strings, lists and dicts only) to ``path``.
+
+    Temporary files of earlier saves that were killed mid-write (``.<name>.tmp-<pid>``) are removed
+    once the new checkpoint is in place.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -47,6 +94,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    remove_stale_temps(path)
     return path
 
 

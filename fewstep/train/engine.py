@@ -31,6 +31,7 @@ from ..neurons import reset_net, spiking_neurons
 from . import distributed as dist_utils
 from .checkpoint import latest_good, save_checkpoint
 from .data_feed import DeviceFeed
+from .guard import divergence_problem
 from .losses import cumulative_accuracy, mean_output_ce, tet_loss
 
 CHECKPOINT_NAME = "last.pt"
@@ -186,8 +187,36 @@ class RunContext:
         return self.rank == 0
 
 
-def _finite(model: nn.Module) -> bool:
-    return all(torch.isfinite(p).all() for p in model.parameters())
+#: What a fewstep training checkpoint holds (written by :func:`train` after every epoch) and the
+#: types :func:`train` needs when it resumes from one.
+TRAINING_STATE_KEYS: dict[str, tuple[type, ...]] = {
+    "recipe": (dict,), "model": (dict,), "optimizer": (dict,), "epoch": (int,), "history": (list,),
+    "train_seconds": (int, float), "rng_cpu": (torch.Tensor,),
+}
+
+
+def check_training_state(state: Any, path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless ``state`` is a fewstep training checkpoint."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a fewstep training checkpoint (a {type(state).__name__}, not a dict)")
+    missing = [k for k in TRAINING_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a fewstep training checkpoint (no {', '.join(missing)}); "
+                              "resume only from the last.pt a fewstep training run wrote")
+    for key, types in TRAINING_STATE_KEYS.items():
+        value = state[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: not a fewstep training checkpoint ({key!r} is a {type(value).__name__}, "
+                                  f"expected {' or '.join(t.__name__ for t in types)})")
+    if state["epoch"] < 0 or len(state["history"]) != state["epoch"] or not all(
+            isinstance(h, dict) for h in state["history"]):
+        raise CheckpointError(f"{path}: not a fewstep training checkpoint (epoch {state['epoch']} with a history "
+                              f"of {len(state['history'])} entries)")
+    if not math.isfinite(state["train_seconds"]):
+        raise CheckpointError(f"{path}: not a fewstep training checkpoint (train_seconds is {state['train_seconds']})")
+    if "rng_cuda" in state and not isinstance(state["rng_cuda"], torch.Tensor):
+        raise CheckpointError(f"{path}: not a fewstep training checkpoint ('rng_cuda' is a "
+                              f"{type(state['rng_cuda']).__name__}, expected Tensor)")
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", data_root: str | Path | None = None,
@@ -237,19 +266,32 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         state, used = found
         if used != ckpt_path:
             log(f"warning: {ckpt_path} is unreadable; resuming from the previous good checkpoint {used}")
-        saved = recipe_from_dict(state["recipe"])
+        check_training_state(state, used)
+        saved = recipe_from_dict(state["recipe"], source=f"checkpoint {used}")
         if saved != recipe:
             raise CheckpointError(f"{used}: was written by a different recipe; resume with the same recipe and --set "
                                   "options, or start a new --out directory")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
-        torch.set_rng_state(state["rng_cpu"])
-        if ctx.device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], ctx.device)
+        if state["epoch"] > t.epochs:
+            raise CheckpointError(f"{used}: says epoch {state['epoch']} but the recipe has only {t.epochs} epochs")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng_cpu"])
+            if ctx.device.type == "cuda" and "rng_cuda" in state:
+                torch.cuda.set_rng_state(state["rng_cuda"], ctx.device)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            detail = " ".join(str(exc).split())  # torch's messages span lines; the CLI prints one
+            detail = detail if len(detail) <= 400 else detail[:400] + "..."
+            raise CheckpointError(f"{used}: does not fit this run's model or optimizer "
+                                  f"({type(exc).__name__}: {detail})") from None
+        start_epoch, history, train_seconds = state["epoch"], state["history"], float(state["train_seconds"])
         log(f"resumed from {used} after epoch {start_epoch}")
 
     callbacks = list(callbacks or [])
+    if ctx.is_main:
+        from ..plots import PlotsCallback
+
+        callbacks.append(PlotsCallback())  # spike rates, a spike raster, event previews
     if t.tensorboard and ctx.is_main:
         from ..tblog import TensorBoardCallback
 
@@ -267,6 +309,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     autocast = autocast_for(recipe, ctx.device)
     bar_factory = _progress_factory(progress and ctx.is_main)
 
+    notify("on_train_start", model, out)
     for epoch in range(start_epoch, t.epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return {}
@@ -299,10 +342,9 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         if bar is not None:
             bar.close()
         train_loss = float(loss_sum.item() / max(seen, 1))
-        if not math.isfinite(train_loss) or not _finite(model):
-            raise TrainingDiverged(f"epoch {epoch + 1}: the loss or the weights became NaN/inf (loss {train_loss}); "
-                                   f"the last good checkpoint {ckpt_path} was kept. Lower train.lr or set "
-                                   "train.grad_clip.")
+        problem = divergence_problem(epoch + 1, train_loss, model, ckpt_path)  # parameters *and* buffers
+        if problem is not None:
+            raise TrainingDiverged(problem)
         acc_steps = evaluate(model, test_feed, autocast, world)  # unwrapped: DDP would sync buffers per forward
         seconds = time.perf_counter() - t0
         train_seconds += seconds
