@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-import torch  # noqa: E402
+import torch
 
 DEVICE = "cuda"
 SIZES = {"1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24}

@@ -418,10 +418,11 @@ def test_image_folder_cache_location(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_image_folder_errors_and_options(tmp_path: Path) -> None:
+    from PIL import Image
+
     from fewstep.data import load_dataset
     from fewstep.data.imagefolder import load_image_folder
     from fewstep.errors import ConfigError
-    from PIL import Image
 
     folder = tmp_path / "imgs"
     write_image_folder(folder, per_class=2)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fewstep.data.idx import IDX_TYPES, read_idx, write_idx
 from fewstep.errors import DataFormatError

@@ -273,7 +273,7 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(server: Server, tmp_path
     def worker() -> None:
         try:
             results.append(download_file([server.url("/data.bin")], tmp_path / "data.bin", md5=MD5, timeout=5))
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as e:
             results.append(e)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]

@@ -24,10 +24,18 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton (and the kernels) are impo
 
 triton = pytest.importorskip("triton", reason="triton is not installed (optional 'gpu' extra): fused kernels untested")
 
-import torch  # noqa: E402
+import torch
 
-from fewstep.neurons import LIF, MTLIF, PLIF, IF, NeuronParams, Surrogate, neuron_multistep  # noqa: E402
-from fewstep.neurons import dispatch  # noqa: E402
+from fewstep.neurons import (
+    IF,
+    LIF,
+    MTLIF,
+    PLIF,
+    NeuronParams,
+    Surrogate,
+    dispatch,
+    neuron_multistep,
+)
 
 tn = importlib.import_module("fewstep.kernels.triton_neuron")
 assert tn.INTERPRET, "the kernels should have been built for the Triton interpreter"

@@ -11,8 +11,12 @@ import torch
 from torch import nn
 
 from fewstep.errors import ConfigError
-from fewstep.models import MODELS, SpikingModel, build_model
-from fewstep.models import catalog  # noqa: F401  (registers every built-in model)
+from fewstep.models import (
+    MODELS,
+    SpikingModel,
+    build_model,
+    catalog,  # noqa: F401  (registers every built-in model)
+)
 from fewstep.neurons import NeuronSpec, SpikingNeuron, reset_net, set_step_mode, spiking_neurons
 
 CIFAR = (3, 32, 32)

@@ -14,7 +14,7 @@ from torch import nn
 from fewstep.config import load_recipe
 from fewstep.energy import count_energy
 from fewstep.errors import ConfigError, DataFormatError, DatasetNotFoundError
-from fewstep.layers import STCB, ConversionIF, ConversionSpec
+from fewstep.layers import STCB, ConversionIF
 from fewstep.layers.stcb import equivalent_gradient, if_conversion, spike_train_count, spread_count
 from fewstep.models import MODELS, SpikingModel, build_model
 from fewstep.neurons import IF, NeuronSpec, reset_net, set_step_mode, spiking_neurons

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from fewstep.config import recipe_from_dict
+from fewstep.data import load_dataset
 from fewstep.train import train
 from fewstep.train.data_feed import DeviceFeed, random_crop_flip
 from fewstep.train.losses import cumulative_accuracy, mean_output_ce, tet_loss
-from fewstep.data import load_dataset
 
 TINY = {
     "name": "tiny",
@@ -59,7 +59,7 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
     assert a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]
     assert strip(a["history"]) == strip(b["history"])
 
 

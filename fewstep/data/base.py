@@ -8,9 +8,9 @@ after spatio-temporal compression (``is_sequence = True``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -46,7 +46,7 @@ class ArrayDataset:
     def timesteps(self) -> int | None:
         return int(self.inputs.shape[1]) if self.is_sequence else None
 
-    def subset(self, n: int) -> "ArrayDataset":
+    def subset(self, n: int) -> ArrayDataset:
         """The first ``n`` samples (for smoke runs)."""
         return ArrayDataset(self.inputs[:n], self.labels[:n], self.classes, self.is_sequence, self.mean, self.std)
 

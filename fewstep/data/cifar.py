@@ -44,7 +44,7 @@ from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
 from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 
-__all__ = ["CifarSpec", "SPECS", "RestrictedUnpickler", "safe_unpickle", "safe_extract_tar", "load_cifar"]
+__all__ = ["SPECS", "CifarSpec", "RestrictedUnpickler", "load_cifar", "safe_extract_tar", "safe_unpickle"]
 
 
 #: The deepest container nesting a CIFAR pickle may have (the official ones nest about 6 levels).
@@ -71,9 +71,11 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     opcodes (which call ``cls.__new__`` directly) cannot reach them.
     """
     try:
-        from numpy._core import multiarray as ma, numeric as nu  # numpy >= 2
+        from numpy._core import multiarray as ma  # numpy >= 2
+        from numpy._core import numeric as nu
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray as ma, numeric as nu  # type: ignore[no-redef]
+        from numpy.core import multiarray as ma  # type: ignore[no-redef]
+        from numpy.core import numeric as nu
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = "_reconstruct"
@@ -329,7 +331,7 @@ def safe_unpickle(path: str | Path) -> dict[str, Any]:
         obj = RestrictedUnpickler(io.BytesIO(data), path, budget=len(data), encoding="bytes").load()
     except DataFormatError:
         raise
-    except Exception as e:  # noqa: BLE001 - whatever a corrupt stream makes the unpickler or numpy raise
+    except Exception as e:
         raise DataFormatError(path, f"not a valid CIFAR pickle: {type(e).__name__}: {e}", None) from None
     if not isinstance(obj, dict):
         raise DataFormatError(path, f"expected a pickled dict, found {type(obj).__name__}", None)

@@ -27,12 +27,12 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from ..errors import DownloadError
 
-__all__ = ["MIRROR_ENV", "DEFAULT_TIMEOUT", "download_file", "file_digest", "with_env_mirrors"]
+__all__ = ["DEFAULT_TIMEOUT", "MIRROR_ENV", "download_file", "file_digest", "with_env_mirrors"]
 
 log = logging.getLogger("fewstep.data")
 

@@ -195,7 +195,7 @@ def _read_gzip(path: Path, max_bytes: int) -> np.ndarray:
     return _to_native(arr)
 
 
-def _locate_zlib_error(state: "zlib._Decompress", data: bytes, pos: int) -> int:
+def _locate_zlib_error(state: zlib._Decompress, data: bytes, pos: int) -> int:
     """Exact compressed offset of a zlib error: replay ``data`` byte by byte from ``state``."""
     for i in range(len(data)):
         try:

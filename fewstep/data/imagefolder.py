@@ -23,9 +23,9 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import torch
 from ..errors import ConfigError, DataFormatError, DatasetNotFoundError
 from .base import ArrayDataset, DatasetSplits, register_dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFile", "scan_class_folders", "decode_images", "load_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFile", "decode_images", "load_image_folder", "scan_class_folders"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".gif", ".webp",
                               ".tif", ".tiff"})

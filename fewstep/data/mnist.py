@@ -21,7 +21,7 @@ from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 from .idx import read_idx
 
-__all__ = ["MNIST_FILES", "MnistSpec", "SPECS", "load_idx_dataset"]
+__all__ = ["MNIST_FILES", "SPECS", "MnistSpec", "load_idx_dataset"]
 
 #: The four standard file names, in the order (train images, train labels, test images, test labels).
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -43,7 +43,7 @@ from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 from .imagefolder import decode_images
 
-__all__ = ["FOLDER", "URL", "MD5", "load_tinyimagenet", "safe_extract_zip"]
+__all__ = ["FOLDER", "MD5", "URL", "load_tinyimagenet", "safe_extract_zip"]
 
 FOLDER = "tiny-imagenet-200"
 ARCHIVE = "tiny-imagenet-200.zip"

@@ -44,10 +44,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 
@@ -57,7 +58,7 @@ from .types import EVENT_DTYPE
 
 Seed = Union[int, Sequence[int]]
 
-__all__ = ["EmulatorParams", "saccade_events", "emulate_dataset", "to_luminance"]
+__all__ = ["EmulatorParams", "emulate_dataset", "saccade_events", "to_luminance"]
 
 _CACHE_FORMAT = 1  # bump when the emulator's output for the same parameters changes
 # Image offsets (dx, dy) in pixels at the saccades' turning points, read off real N-MNIST: the mean

@@ -107,7 +107,7 @@ class StreamingClassifier:
             m.step_mode = mode
         self.model.train(self._was_training)
 
-    def __enter__(self) -> StreamingClassifier:  # noqa: PYI034 (a final class; typing.Self needs 3.11)
+    def __enter__(self) -> StreamingClassifier:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -60,7 +60,7 @@ import triton.language as tl
 from ..neurons.functional import NeuronParams, StepOutput
 from ..neurons.surrogate import SURROGATES, Surrogate
 
-__all__ = ["MAX_RECOMPUTE_T", "triton_multistep", "supports", "INTERPRET"]
+__all__ = ["INTERPRET", "MAX_RECOMPUTE_T", "supports", "triton_multistep"]
 
 #: Up to this many time steps the backward pass recomputes ``h`` from ``x`` (see module doc).
 MAX_RECOMPUTE_T = 8

@@ -1,8 +1,8 @@
 """Layers that run over time-major ``[T, B, ...]`` tensors."""
 
 from .encoding import DirectEncoding
-from .timefold import TimeFold
 from .stcb import STCB, ConversionIF, ConversionSpec
+from .timefold import TimeFold
 
 __all__ = ["STCB", "ConversionIF", "ConversionSpec", "DirectEncoding", "TimeFold"]
 from .scb import SCB, Synapse, SynapticConv  # synaptic current blocks, methods.md section 1

@@ -92,11 +92,11 @@ from ..neurons.functional import StepOutput
 from .timefold import TimeFold
 
 __all__ = [
-    "GRADIENTS",
     "FORWARDS",
+    "GRADIENTS",
+    "STCB",
     "ConversionIF",
     "ConversionSpec",
-    "STCB",
     "equivalent_gradient",
     "if_conversion",
     "spike_train_count",
@@ -295,7 +295,7 @@ class STCB(nn.Module):
     @classmethod
     def conv2d(cls, c_in: int, c_out: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None, *,
                bn: bool = True, pre: tuple[nn.Module, ...] = (), conversion: ConversionIF | None = None,
-               **conversion_kw) -> "STCB":
+               **conversion_kw) -> STCB:
         """``[*pre, Conv2d(bias=not bn), BatchNorm2d?]`` folded over time, then the conversion."""
         pad = kernel_size // 2 if padding is None else padding
         layers = [*pre, nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=pad, bias=not bn)]
@@ -305,7 +305,7 @@ class STCB(nn.Module):
 
     @classmethod
     def linear(cls, in_features: int, out_features: int, *, bn: bool = False, pre: tuple[nn.Module, ...] = (),
-               conversion: ConversionIF | None = None, **conversion_kw) -> "STCB":
+               conversion: ConversionIF | None = None, **conversion_kw) -> STCB:
         """``[*pre, Linear(bias=not bn), BatchNorm1d?]`` folded over time, then the conversion."""
         layers = [*pre, nn.Linear(in_features, out_features, bias=not bn)]
         if bn:

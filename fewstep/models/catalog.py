@@ -1,8 +1,10 @@
 """Imports every built-in model module so they register themselves."""
 
-from . import cnn  # noqa: F401
-from . import resnet  # noqa: F401
-from . import vgg  # noqa: F401
-from . import stcb_models  # noqa: F401  (stcb_small, stcb_vgg11/16, stcb_vggsnn, stcb_resnet18/19)
-from . import dnn  # noqa: F401  (small_cnn/vgg11/vgg16 _dnn for conversion and their _converted SNNs)
-from . import scb_models  # noqa: F401  (scb_cnn, scb_vgg: SCB + MT-LIF for event data)
+from . import (
+    cnn,  # noqa: F401
+    dnn,  # noqa: F401  (small_cnn/vgg11/vgg16 _dnn for conversion and their _converted SNNs)
+    resnet,  # noqa: F401
+    scb_models,  # noqa: F401  (scb_cnn, scb_vgg: SCB + MT-LIF for event data)
+    stcb_models,  # noqa: F401  (stcb_small, stcb_vgg11/16, stcb_vggsnn, stcb_resnet18/19)
+    vgg,  # noqa: F401
+)

@@ -9,7 +9,7 @@ every block outputs spikes. Convs and BNs run through :class:`~fewstep.layers.Ti
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -21,7 +21,8 @@ pooling or a global-average-pool classifier feed graded values to the next layer
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import nn

@@ -10,7 +10,8 @@ folded into batch once per group.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from torch import nn
 

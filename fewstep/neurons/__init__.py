@@ -6,7 +6,22 @@ from .spec import NEURON_KINDS, NeuronSpec, make_neuron
 from .surrogate import SURROGATES, Surrogate, as_surrogate
 
 __all__ = [
-    "IF", "LIF", "MTLIF", "PLIF", "NEURON_KINDS", "NeuronParams", "NeuronSpec", "SURROGATES",
-    "SpikingNeuron", "StepOutput", "Surrogate", "as_surrogate", "make_neuron", "neuron_multistep",
-    "neuron_step", "reset_net", "set_step_mode", "spiking_neurons",
+    "IF",
+    "LIF",
+    "MTLIF",
+    "NEURON_KINDS",
+    "PLIF",
+    "SURROGATES",
+    "NeuronParams",
+    "NeuronSpec",
+    "SpikingNeuron",
+    "StepOutput",
+    "Surrogate",
+    "as_surrogate",
+    "make_neuron",
+    "neuron_multistep",
+    "neuron_step",
+    "reset_net",
+    "set_step_mode",
+    "spiking_neurons",
 ]

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .functional import NeuronParams, StepOutput, initial_state, neuron_multistep, neuron_step
+from .functional import NeuronParams, StepOutput, initial_state, neuron_step
 from .surrogate import Surrogate, as_surrogate
 
 

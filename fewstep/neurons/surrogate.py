@@ -20,8 +20,8 @@ against finite differences of ``G``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -109,7 +109,7 @@ class Surrogate:
         return _DERIVATIVES[self.name](x, float(self.width))
 
 
-def as_surrogate(value: "Surrogate | str | None", width: float | None = None) -> Surrogate:
+def as_surrogate(value: Surrogate | str | None, width: float | None = None) -> Surrogate:
     """Accept a :class:`Surrogate`, a name, or ``None`` (triangle) and return a Surrogate.
 
     An explicit ``width`` always applies, also to a :class:`Surrogate` instance (which is

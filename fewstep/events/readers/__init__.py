@@ -40,9 +40,9 @@ from .prophesee_dat import read_prophesee_dat, write_prophesee_dat
 __all__ = [
     "GESTURE_CLASSES",
     "read_aedat2",
-    "read_aedat31",
     "read_aedat4",
     "read_aedat4_header",
+    "read_aedat31",
     "read_events",
     "read_gesture_labels",
     "read_nmnist_bin",
