@@ -208,24 +208,6 @@ def _cache_path(folder: Path, dataset: str, split: str, key: dict) -> Path:
     return folder / f"{dataset}-{split}-{digest}.npz"
 
 
-def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a cache in a shared data root is for all
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path) as data:
@@ -338,7 +320,9 @@ def _build_split(dataset: str, split: str, source: EventSource, classes: list[st
     if path is not None:
         try:
             integral = opts.integration == "sum" or opts.kappa == 1
-            _save_atomic(path, currents=_compact(currents, integral), labels=np.asarray(source.labels, np.int64),
+            from ..events.emulator import write_npz_atomic
+
+            write_npz_atomic(path, currents=_compact(currents, integral), labels=np.asarray(source.labels, np.int64),
                          key=np.array(json.dumps(key, sort_keys=True, default=str)))
         except OSError as exc:  # a read-only cache is not fatal
             info[split]["cache_error"] = str(exc)

@@ -332,9 +332,10 @@ def _cache_path(cache_dir: Path, images: np.ndarray, labels: np.ndarray | None, 
     return cache_dir / f"emulated-{h.hexdigest()[:20]}.npz"
 
 
-def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
+def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write an .npz through a temporary file in the same folder, then ``os.replace`` it in, so a
-    reader never sees a half-written cache and concurrent writers cannot corrupt it."""
+    reader never sees a half-written cache and concurrent writers cannot corrupt it. The file is
+    readable by all (as the umask allows): caches may live in a shared data root."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -342,9 +343,13 @@ def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 
@@ -417,5 +422,5 @@ def emulate_dataset(
     events, offsets = _concat_packed([part for parts in results for part in parts])  # one copy
     if path is not None:
         extra = {} if label_array is None else {"labels": label_array}
-        _write_atomic(path, events=events, offsets=offsets, **extra)
+        write_npz_atomic(path, events=events, offsets=offsets, **extra)
     return unpack_events(events, offsets)
