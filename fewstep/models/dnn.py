@@ -48,7 +48,7 @@ from ..layers import TimeFold
 from ..neurons import NeuronParams, SpikingNeuron
 from .base import SpikingModel
 from .registry import register_model
-from .vgg import VGG_CONFIGS, scale_channels
+from .vgg import VGG_CONFIGS, check_head_options, scale_channels
 
 LEAK_MIN = 1e-3  # the smallest leak a ConvertedIF uses (the parameter may wander below; its value is clamped)
 
@@ -244,10 +244,7 @@ class ConvertibleNet(SpikingModel):
 def _check_common(input_shape: tuple[int, ...], pool: str, dropout: float, mu_init: float) -> None:
     if len(input_shape) != 3:
         raise ConfigError("model.input_shape", f"needs (C, H, W), got {input_shape}")
-    if pool not in POOLS:
-        raise ConfigError("model.options.pool", f"must be one of {sorted(POOLS)}, got {pool!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+    check_head_options(pool=pool, dropout=dropout)
     if not mu_init > 0:
         raise ConfigError("model.options.mu_init", f"must be > 0, got {mu_init}")
 
@@ -281,8 +278,7 @@ def vgg_layers(input_shape: tuple[int, ...], num_classes: int, act: Activation, 
     """``(stem, body)`` of a VGG: every conv (with the 2x2 pool that follows it in ``cfg``) then an
     activation; then global average pooling (or flatten), dropout and a linear classifier."""
     _check_common(tuple(input_shape), pool, dropout, mu_init)
-    if classifier not in CLASSIFIERS:
-        raise ConfigError("model.options.classifier", f"must be one of {list(CLASSIFIERS)}, got {classifier!r}")
+    check_head_options(classifier=classifier)
     cfg = list(cfg)
     if not cfg or not isinstance(cfg[0], int):
         raise ConfigError("model.options.cfg", f"must start with a conv width, got {cfg[:1]}")

@@ -19,7 +19,7 @@ from ..layers import TimeFold
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
-from .vgg import scale_channels
+from .vgg import check_head_options, scale_channels
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> TimeFold:
@@ -69,8 +69,7 @@ class SpikingResNet(SpikingModel):
             raise ConfigError("model.input_shape", f"SpikingResNet needs (C, H, W), got {self.input_shape}")
         if len(widths) != len(depths) or not widths or min(depths) < 1:
             raise ConfigError("model.depths", f"need one depth >= 1 per stage, got widths={widths} depths={depths}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+        check_head_options(dropout=dropout)
         if hidden is not None and hidden < 1:
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden}")
         chans = [scale_channels(w, width_mult) for w in widths]

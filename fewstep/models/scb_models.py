@@ -37,7 +37,7 @@ from ..layers.scb import SCB, SYNAPSE_KINDS, Synapse
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
-from .vgg import CLASSIFIERS, POOLS, VGG_CONFIGS, scale_channels
+from .vgg import POOLS, VGG_CONFIGS, check_head_options, scale_channels
 
 LayerCfg = Sequence[int | str]
 
@@ -68,12 +68,7 @@ class SCBNet(SpikingModel):
                               f"must lie in {'(0, 1)' if learnable_synapse else '[0, 1]'}, got {synapse_decay!r}")
         if isinstance(synapse_kernel, bool) or not isinstance(synapse_kernel, int) or synapse_kernel < 1:
             raise ConfigError("model.options.synapse_kernel", f"must be an integer >= 1, got {synapse_kernel!r}")
-        if pool not in POOLS:
-            raise ConfigError("model.options.pool", f"must be one of {sorted(POOLS)}, got {pool!r}")
-        if classifier not in CLASSIFIERS:
-            raise ConfigError("model.options.classifier", f"must be one of {list(CLASSIFIERS)}, got {classifier!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+        check_head_options(pool=pool, classifier=classifier, dropout=dropout)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
             raise ConfigError("model.options.hidden", f"must be an integer >= 0, got {hidden!r}")
         c, h, w = self.input_shape

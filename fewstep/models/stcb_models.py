@@ -34,7 +34,7 @@ from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
 from .resnet import _conv_bn as _resnet_conv_bn
-from .vgg import CLASSIFIERS, POOLS, VGG_CONFIGS, scale_channels
+from .vgg import POOLS, VGG_CONFIGS, check_head_options, scale_channels
 
 LayerCfg = Sequence[Union[int, str]]
 
@@ -81,12 +81,7 @@ class STCBVGG(SpikingModel):
             raise ConfigError("model.input_shape", f"STCBVGG needs (C, H, W), got {self.input_shape}")
         if not cfg or not isinstance(cfg[0], int):
             raise ConfigError("model.cfg", f"must start with a conv width (the stem), got {list(cfg)[:1]}")
-        if pool not in POOLS:
-            raise ConfigError("model.options.pool", f"must be one of {sorted(POOLS)}, got {pool!r}")
-        if classifier not in CLASSIFIERS:
-            raise ConfigError("model.options.classifier", f"must be one of {list(CLASSIFIERS)}, got {classifier!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+        check_head_options(pool=pool, classifier=classifier, dropout=dropout)
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden!r}")
         c, h, w = self.input_shape
@@ -155,8 +150,7 @@ class STCBResNet(SpikingModel):
             raise ConfigError("model.input_shape", f"STCBResNet needs (C, H, W), got {self.input_shape}")
         if len(widths) != len(depths) or not widths or min(depths) < 1:
             raise ConfigError("model.depths", f"need one depth >= 1 per stage, got widths={widths} depths={depths}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+        check_head_options(dropout=dropout)
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden!r}")
         chans = [scale_channels(w, width_mult) for w in widths]

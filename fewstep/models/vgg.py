@@ -36,6 +36,19 @@ VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 CLASSIFIERS = ("gap", "flatten")
 
+_UNSET = object()
+
+
+def check_head_options(*, pool: object = _UNSET, classifier: object = _UNSET, dropout: object = _UNSET) -> None:
+    """Raise :class:`ConfigError` naming the option if a given pool, classifier or dropout value
+    is not one every fewstep VGG/ResNet-style model accepts."""
+    if pool is not _UNSET and pool not in POOLS:
+        raise ConfigError("model.options.pool", f"must be one of {sorted(POOLS)}, got {pool!r}")
+    if classifier is not _UNSET and classifier not in CLASSIFIERS:
+        raise ConfigError("model.options.classifier", f"must be one of {list(CLASSIFIERS)}, got {classifier!r}")
+    if dropout is not _UNSET and not 0.0 <= dropout < 1.0:  # type: ignore[operator]
+        raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+
 
 def scale_channels(channels: int, width_mult: float) -> int:
     """``channels * width_mult`` rounded, at least 1 (``width_mult < 1`` gives tiny test nets)."""
@@ -73,12 +86,7 @@ class SpikingVGG(SpikingModel):
             raise ConfigError("model.input_shape", f"SpikingVGG needs (C, H, W), got {self.input_shape}")
         if not cfg or not isinstance(cfg[0], int):
             raise ConfigError("model.cfg", f"must start with a conv width (the stem), got {list(cfg)[:1]}")
-        if pool not in POOLS:
-            raise ConfigError("model.options.pool", f"must be one of {sorted(POOLS)}, got {pool!r}")
-        if classifier not in CLASSIFIERS:
-            raise ConfigError("model.options.classifier", f"must be one of {list(CLASSIFIERS)}, got {classifier!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.options.dropout", f"must be in [0, 1), got {dropout}")
+        check_head_options(pool=pool, classifier=classifier, dropout=dropout)
         c, h, w = self.input_shape
         n_pools = sum(1 for v in cfg if v == "M")
         if h >> n_pools < 1 or w >> n_pools < 1:
