@@ -1,0 +1,348 @@
+"""Ablation of STC + SCB + MT-LIF on real N-MNIST (``shared/methods.md`` section 1).
+
+Variants, each trained at every ``T`` in ``--timesteps`` and every seed in ``--seeds``:
+
+* ``stc``: STC + SCB (exp synapse, learnable) + MT-LIF: the shipped recipes ``nmnist-stc-t1``,
+  ``nmnist-stc-t2``, ``nmnist-stc-t4`` (MT-LIF K = 3 at T = 1, else K = 2). Any other T uses
+  ``nmnist-stc-t2`` with ``model.timesteps`` / ``data.options.timesteps`` overridden.
+* ``lif``: the same network and STC input, no synapse (plain conv + BN) and plain LIF:
+  ``nmnist-lif-t2``, with ``model.timesteps=T`` and ``data.options.timesteps=T`` for T != 2.
+* ``stc+pretrain`` (opt-in): per seed, pretrain ``saccade-mnist-stc-t{T}`` on the first
+  ``--pretrain-train-limit`` MNIST images shown to fewstep's saccade DVS emulator
+  (``--pretrain-epochs``), then fine-tune the ``stc`` recipe from those weights
+  (``train.init_checkpoint``) for ``--epochs`` on the real data.
+
+Every run uses the Python API (:func:`fewstep.config.load_recipe` + :func:`fewstep.train.train`,
+``train.epochs`` = ``--epochs``, ``train.seed`` = the seed) on ``<data root>/nmnist-small`` (900
+train / 100 test recordings; ``--data-root``, default ``$FEWSTEP_DATA``). The test set is fixed:
+the seed changes initialisation, data order and augmentation. **With 100 test samples one sample
+is one accuracy point**: differences of a few points are within the noise.
+
+Recorded per run: accuracy at T (``report["accuracy"]``), accuracy at every step t = 1..T,
+``train_seconds`` (training + per-epoch evaluation, as the engine reports it), sample counts and
+the overrides used. Printed: a markdown table (rows variant x T; per-seed accuracies, mean ± sample
+std, mean train seconds), also written to ``<out>/results.md``; every number goes to
+``<out>/results.json``. Run directories (reports, plots) are under ``<out>/runs/``; checkpoints are
+deleted after each run unless ``--keep-checkpoints``. Library logs go to ``<out>/log.txt``. The
+event currents are cached in ``--cache-dir`` (default ``<out>/cache``), never in the data root.
+
+Run: ``python benchmarks/nmnist_ablation.py --data-root ../shared/data [--seeds 0 1 2]
+[--timesteps 1 2 4] [--epochs 10] [--variants stc lif] [--out runs/nmnist_ablation]``
+(``FEWSTEP_THREADS`` or ``--threads`` sets torch's threads; ``--reuse`` keeps finished runs whose
+report matches). ``--dataset saccade-digits --train-limit 64 --test-limit 32`` is an offline smoke
+test (no real data needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("stc", "lif", "stc+pretrain")
+DEFAULT_VARIANTS = ("stc", "lif")
+STC_RECIPES = {1: "nmnist-stc-t1", 2: "nmnist-stc-t2", 4: "nmnist-stc-t4"}
+LIF_RECIPE = "nmnist-lif-t2"
+PRETRAIN_RECIPES = {1: "saccade-mnist-stc-t1", 2: "saccade-mnist-stc-t2", 4: "saccade-mnist-stc-t4"}
+VARIANT_LABELS = {"stc": "STC + SCB + MT-LIF", "lif": "STC + plain conv + LIF (no SCB)",
+                  "stc+pretrain": "STC + SCB + MT-LIF, saccade-MNIST pretrained"}
+
+
+# ---------------------------------------------------------------- statistics and formatting
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the non-None values."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0, "values": list(values)}
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}"
+
+
+def pct_stat(stat: dict[str, Any], digits: int = 1) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{100 * stat['mean']:.{digits}f} ± {100 * stat['std']:.{digits}f}"
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def _toml_str(text: str) -> str:
+    return json.dumps(str(text))  # a JSON string is a valid TOML basic string
+
+
+def timestep_overrides(timesteps: int) -> list[str]:
+    return [f"model.timesteps={timesteps}", f"data.options.timesteps={timesteps}"]
+
+
+def variant_recipe(variant: str, timesteps: int) -> tuple[str, list[str]]:
+    """The recipe name and the T overrides (if any) of one variant at ``timesteps`` steps."""
+    if variant in ("stc", "stc+pretrain"):
+        if timesteps in STC_RECIPES:
+            return STC_RECIPES[timesteps], []
+        return STC_RECIPES[2], timestep_overrides(timesteps)
+    if variant == "lif":
+        return LIF_RECIPE, ([] if timesteps == 2 else timestep_overrides(timesteps))
+    raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+def data_overrides(args: argparse.Namespace, cache_dir: Path, pretrain: bool = False) -> list[str]:
+    """Dataset switch, sample limits (applied before any event is read or emulated) and the cache."""
+    out = [f"data.options.cache_dir={_toml_str(cache_dir)}"]
+    if pretrain:
+        if args.pretrain_dataset:
+            out.append(f"data.dataset={_toml_str(args.pretrain_dataset)}")
+        out += [f"data.options.train_limit={args.pretrain_train_limit}",
+                f"data.options.test_limit={args.pretrain_test_limit}"]
+        return out
+    if args.dataset:
+        out.append(f"data.dataset={_toml_str(args.dataset)}")
+    if args.train_limit:
+        out.append(f"data.options.train_limit={args.train_limit}")
+    if args.test_limit:
+        out.append(f"data.options.test_limit={args.test_limit}")
+    return out
+
+
+# ---------------------------------------------------------------- one run
+
+
+def _logger(path: Path):
+    def log(msg: str) -> None:
+        with path.open("a") as fh:
+            fh.write(msg + "\n")
+
+    return log
+
+
+def _run_summary(report: dict[str, Any], recipe_name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    return {"recipe": recipe_name, "overrides": overrides, "accuracy": report["accuracy"],
+            "accuracy_per_step": report["accuracy_per_step"], "train_seconds": report["train_seconds"],
+            "epochs": report["epochs"], "seed": report["seed"], "timesteps": report["timesteps"],
+            "dataset": report["dataset"], "neuron": report["neuron"], "train_samples": report["train_samples"],
+            "test_samples": report["test_samples"], "parameters": report["parameters"],
+            "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
+            "device": report["device"], "run_dir": str(run_dir)}
+
+
+def train_one(recipe_name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace, log,
+              keep_checkpoint: bool = False) -> dict[str, Any]:
+    """Train one recipe (or reuse a finished run with the same config under ``--reuse``)."""
+    from fewstep.config import load_recipe
+    from fewstep.train import train
+
+    recipe = load_recipe(recipe_name, overrides)
+    report_path = run_dir / "report.json"
+    if args.reuse and report_path.exists():
+        try:
+            old = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        ckpt_ok = not keep_checkpoint or (run_dir / "last.pt").exists()
+        if old and old.get("config") == json.loads(json.dumps(recipe.to_dict())) and ckpt_ok:
+            log(f"[reuse] {run_dir}")
+            return old
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: no stale checkpoint to resume from by accident
+    log(f"[train] {recipe_name} {' '.join(overrides)} -> {run_dir}")
+    report = train(recipe, run_dir, device=args.device, data_root=args.data_root, progress=False, log=log)
+    if not keep_checkpoint and not args.keep_checkpoints:
+        for name in ("last.pt", "last.pt.prev"):
+            (run_dir / name).unlink(missing_ok=True)
+    return report
+
+
+def run_variant(variant: str, timesteps: int, seed: int, args: argparse.Namespace, out: Path, cache_dir: Path,
+                log) -> dict[str, Any]:
+    recipe_name, t_over = variant_recipe(variant, timesteps)
+    base = t_over + data_overrides(args, cache_dir) + [f"train.epochs={args.epochs}", f"train.seed={seed}"]
+    run_dir = out / "runs" / variant.replace("+", "_") / f"T{timesteps}" / f"seed{seed}"
+    extra: dict[str, Any] = {}
+    if variant == "stc+pretrain":
+        pre_name = PRETRAIN_RECIPES.get(timesteps, PRETRAIN_RECIPES[2])
+        pre_over = ([] if timesteps in PRETRAIN_RECIPES else timestep_overrides(timesteps))
+        pre_over += data_overrides(args, cache_dir, pretrain=True)
+        pre_over += [f"train.epochs={args.pretrain_epochs}", f"train.seed={seed}"]
+        pre_dir = run_dir.parent / f"seed{seed}-pretrain"
+        pre_report = train_one(pre_name, pre_over, pre_dir, args, log, keep_checkpoint=True)
+        extra["pretrain"] = _run_summary(pre_report, pre_name, pre_over, pre_dir)
+        base = base + [f"train.init_checkpoint={_toml_str(pre_dir / 'last.pt')}"]
+        report = train_one(recipe_name, base, run_dir, args, log)
+        if not args.keep_checkpoints:
+            for name in ("last.pt", "last.pt.prev"):
+                (pre_dir / name).unlink(missing_ok=True)
+    else:
+        report = train_one(recipe_name, base, run_dir, args, log)
+    summary = _run_summary(report, recipe_name, base, run_dir)
+    summary.update(extra)
+    return summary
+
+
+# ---------------------------------------------------------------- tables
+
+
+def summarise(results: dict[str, dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
+    out: dict[str, dict[str, dict]] = {}
+    for variant, per_t in results.items():
+        out[variant] = {}
+        for t, per_seed in per_t.items():
+            runs = list(per_seed.values())
+            steps = int(t)
+            per_step = [mean_std([r["accuracy_per_step"][i] for r in runs]) for i in range(steps)]
+            entry = {"accuracy": mean_std([r["accuracy"] for r in runs]), "accuracy_per_step": per_step,
+                     "train_seconds": mean_std([r["train_seconds"] for r in runs]), "seeds": [int(s) for s in per_seed]}
+            if runs and "pretrain" in runs[0]:
+                entry["pretrain_accuracy"] = mean_std([r["pretrain"]["accuracy"] for r in runs])
+                entry["pretrain_seconds"] = mean_std([r["pretrain"]["train_seconds"] for r in runs])
+            out[variant][t] = entry
+    return out
+
+
+def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dict[str, Any]) -> str:
+    n_train, n_test = meta.get("train_samples"), meta.get("test_samples")
+    epochs = f"{meta['epochs']} epoch{'s' if meta['epochs'] != 1 else ''}"
+    note = (f"Accuracy (%) at T on the test set of {n_test} samples (trained on {n_train}): "
+            f"**with {n_test} test samples, 1 sample = {100 / n_test:.0f} accuracy point"
+            f"{'' if n_test == 100 else 's'}**. {epochs}, device {meta['device']}, {meta['threads']} torch "
+            "thread(s); mean ± sample std over seeds; train s = training + per-epoch evaluation, mean over seeds.")
+    lines = [f"### N-MNIST ablation: STC + SCB + MT-LIF vs. plain LIF without SCB ({meta['dataset_label']})", "",
+             note, ""]
+    head = ["variant", "T", *[f"seed {s}" for s in seeds], "mean ± std", "mean per step t = 1..T", "mean train s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, per_t in results.items():
+        for t, per_seed in per_t.items():
+            s = summary[variant][t]
+            cells = [pct(per_seed[str(seed)]["accuracy"]) if str(seed) in per_seed else "-" for seed in seeds]
+            steps = " / ".join(pct(st["mean"]) for st in s["accuracy_per_step"])
+            lines.append("| " + " | ".join([f"`{variant}`", t, *cells, pct_stat(s["accuracy"]), steps,
+                                            f"{s['train_seconds']['mean']:.1f}"]) + " |")
+    if any("pretrain_accuracy" in s for per_t in summary.values() for s in per_t.values()):
+        lines += ["", (f"`stc+pretrain`: pretrained for {meta['pretrain_epochs']} epoch(s) on "
+                       f"{meta['pretrain_train_limit']} emulated images ({meta['pretrain_dataset']}), then fine-tuned "
+                       "as above; pretraining accuracy on its own test images and time (not in `mean train s`):")]
+        for variant, per_t in summary.items():
+            for t, s in per_t.items():
+                if "pretrain_accuracy" in s:
+                    lines.append(f"T = {t}: pretrain accuracy {pct_stat(s['pretrain_accuracy'])} %, "
+                                 f"{s['pretrain_seconds']['mean']:.1f} s per seed")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--timesteps", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--epochs", type=int, default=10, help="overrides train.epochs (default 10)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS))
+    p.add_argument("--data-root", default=os.environ.get("FEWSTEP_DATA"),
+                   help="folder holding nmnist-small/ (default $FEWSTEP_DATA)")
+    p.add_argument("--out", type=Path, default=Path("runs/nmnist_ablation"))
+    p.add_argument("--cache-dir", type=Path, default=None, help="event-current cache (default <out>/cache)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default $FEWSTEP_THREADS or torch's)")
+    p.add_argument("--dataset", default="", help="replace data.dataset (e.g. saccade-digits for an offline smoke test)")
+    p.add_argument("--train-limit", type=int, default=0, help="data.options.train_limit (0 = all)")
+    p.add_argument("--test-limit", type=int, default=0, help="data.options.test_limit (0 = all)")
+    p.add_argument("--pretrain-dataset", default="", help="replace the pretraining dataset (default saccade-mnist)")
+    p.add_argument("--pretrain-train-limit", type=int, default=10000)
+    p.add_argument("--pretrain-test-limit", type=int, default=1000)
+    p.add_argument("--pretrain-epochs", type=int, default=2)
+    p.add_argument("--reuse", action="store_true", help="keep finished runs whose report has the same config")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    args = p.parse_args(argv)
+    if not args.dataset and not args.data_root:
+        p.error("no data root: pass --data-root (the folder holding nmnist-small/) or set FEWSTEP_DATA")
+    if args.epochs < 1 or args.pretrain_epochs < 1:
+        p.error("--epochs and --pretrain-epochs must be >= 1")
+    if any(t < 1 for t in args.timesteps):
+        p.error("--timesteps must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    import torch
+
+    from fewstep.train.engine import threads_from_env
+
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    else:
+        threads_from_env()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = (args.cache_dir or out / "cache").resolve()
+    log_file = _logger(out / "log.txt")
+
+    def log(msg: str) -> None:
+        log_file(msg)
+        if msg.startswith("["):
+            print(msg, file=sys.stderr, flush=True)
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, dict[str, dict]]] = {}
+    try:
+        for variant in args.variants:
+            for t in args.timesteps:
+                for seed in args.seeds:
+                    r = run_variant(variant, t, seed, args, out, cache_dir, log)
+                    results.setdefault(variant, {}).setdefault(str(t), {})[str(seed)] = r
+                    print(f"[done] {variant} T={t} seed {seed}: accuracy {pct(r['accuracy'])} % "
+                          f"({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads_before)
+    wall = time.perf_counter() - t0
+    first = next(iter(next(iter(next(iter(results.values())).values())).values()))
+    meta = {"date_utc": started.isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
+            "command": " ".join([Path(sys.argv[0]).name if argv is None else "nmnist_ablation.py",
+                                 *(sys.argv[1:] if argv is None else argv)]),
+            "seeds": list(args.seeds), "timesteps": list(args.timesteps), "variants": list(args.variants),
+            "epochs": args.epochs, "device": args.device, "threads": threads, "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "data_root": args.data_root, "dataset": first["dataset"],
+            "dataset_label": ("real N-MNIST subset, nmnist-small" if first["dataset"] == "nmnist"
+                              else f"dataset {first['dataset']}, smoke test"),
+            "train_samples": first["train_samples"], "test_samples": first["test_samples"],
+            "recipes": {v: {str(t): variant_recipe(v, t)[0] for t in args.timesteps} for v in args.variants},
+            "pretrain_dataset": args.pretrain_dataset or "saccade-mnist", "pretrain_epochs": args.pretrain_epochs,
+            "pretrain_train_limit": args.pretrain_train_limit, "pretrain_test_limit": args.pretrain_test_limit}
+    try:
+        from fewstep import __version__
+
+        meta["fewstep_version"] = __version__
+    except ImportError:  # pragma: no cover
+        pass
+    summary = summarise(results)
+    table = markdown_table(results, summary, args.seeds, meta)
+    payload = {"meta": meta, "results": results, "summary": summary}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "results.md").write_text(table + "\n")
+    print(table, flush=True)
+    print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

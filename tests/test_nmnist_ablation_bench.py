@@ -1,0 +1,87 @@
+"""``benchmarks/nmnist_ablation.py`` end to end on a tiny offline setting (saccade-digits, no real data)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    name = "fewstep_nmnist_ablation_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "nmnist_ablation.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0
+
+
+def test_variant_recipes() -> None:
+    bench = _bench()
+    assert bench.variant_recipe("stc", 2) == ("nmnist-stc-t2", [])
+    assert bench.variant_recipe("stc", 4) == ("nmnist-stc-t4", [])
+    assert bench.variant_recipe("lif", 2) == ("nmnist-lif-t2", [])
+    assert bench.variant_recipe("lif", 4) == ("nmnist-lif-t2", ["model.timesteps=4", "data.options.timesteps=4"])
+    assert bench.mean_std([0.5, 0.7])["std"] == pytest.approx(math.sqrt(0.02))
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> None:
+    bench = _bench()
+    out = tmp_path / "out"
+    returned = bench.main(["--dataset", "saccade-digits", "--train-limit", "64", "--test-limit", "32",
+                           "--epochs", "1", "--timesteps", "1", "2", "--seeds", "0",
+                           "--variants", "stc", "lif", "stc+pretrain", "--pretrain-dataset", "saccade-digits",
+                           "--pretrain-train-limit", "64", "--pretrain-test-limit", "32", "--pretrain-epochs", "1",
+                           "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert res == json.loads(json.dumps(returned))
+    assert set(res) == {"meta", "results", "summary"}
+    meta = res["meta"]
+    assert meta["seeds"] == [0] and meta["timesteps"] == [1, 2] and meta["epochs"] == 1
+    assert meta["train_samples"] == 64 and meta["test_samples"] == 32 and meta["wall_seconds"] > 0
+    assert meta["recipes"]["stc"] == {"1": "nmnist-stc-t1", "2": "nmnist-stc-t2"}
+    assert set(res["results"]) == set(res["summary"]) == {"stc", "lif", "stc+pretrain"}
+    for variant, per_t in res["results"].items():
+        assert set(per_t) == {"1", "2"}
+        for t, per_seed in per_t.items():
+            run = per_seed["0"]
+            assert run["dataset"] == "saccade-digits" and run["timesteps"] == int(t) and run["epochs"] == 1
+            assert len(run["accuracy_per_step"]) == int(t)
+            assert all(_fraction(a) for a in [run["accuracy"], *run["accuracy_per_step"]]), run
+            assert run["accuracy"] == run["accuracy_per_step"][-1]
+            assert run["train_seconds"] > 0 and "train.seed=0" in run["overrides"]
+            assert not (Path(run["run_dir"]) / "last.pt").exists()  # checkpoints removed by default
+            s = res["summary"][variant][t]
+            assert s["accuracy"]["mean"] == run["accuracy"] and s["accuracy"]["std"] == 0.0
+            assert len(s["accuracy_per_step"]) == int(t)
+            if variant == "stc+pretrain":
+                assert _fraction(run["pretrain"]["accuracy"])
+                assert any(o.startswith("train.init_checkpoint=") for o in run["overrides"])
+            if variant == "lif":
+                assert run["neuron"] == "lif"
+            else:
+                assert run["neuron"] == "mtlif"
+    printed = capsys.readouterr().out
+    assert "1 sample = 3 accuracy points" in printed and "| `lif` | 2 |" in printed
+    assert (out / "results.md").read_text().strip() == printed.strip()
