@@ -1,0 +1,355 @@
+"""Two of fewstep's methods on the embedded scikit-learn digits, over several seeds.
+
+* **conversion** (``docs/methods/conversion.md``): per seed, train ``digits-dnn``, convert it with
+  every method (``dist``, ``max``, ``p99.9``, ``clip``) at T = 2 and evaluate the conversions at
+  T = 1, 2 and 4 (:func:`fewstep.convert.converter.convert_checkpoint`), then fine-tune the
+  ``dist`` T = 2 SNN with ``digits-dnn-finetune-t2`` (``train.init_checkpoint``). Recorded: DNN
+  accuracy, converted accuracy per method and T, fine-tuned accuracy, and the ANN/SNN energy
+  ratio (with its first-layer bound) of each T = 2 conversion and of the fine-tuned SNN.
+* **anytime** (``docs/methods/anytime.md``): per seed, train ``digits-tet-t8`` and
+  ``digits-tet-str-t8`` and sweep the softmax cutoff (:func:`fewstep.infer.cutoff.cutoff_sweep`,
+  no wall-clock timing). Recorded: accuracy at T, at t = 1 and at every step, and the operating
+  point (the fewest mean steps at <= 0.5 point drop) with its speed-up ``T / mean steps``.
+
+Every recipe runs with its own epochs (``--quick`` cuts them to a smoke test) and ``train.seed``
+set to the seed. The digits test split (360 images) is fixed; the seed changes initialisation,
+data order, augmentation and the calibration batches. Tables give mean ± sample std over seeds
+(std 0 for one seed) and the per-seed values, in percent; every number, the per-step accuracies
+and the sweep curves go to ``<out>/results.json`` (tables also to ``<out>/results.md``) and the
+runs' checkpoints and reports under ``<out>/conversion`` and ``<out>/anytime``; library logs go to
+``<out>/log.txt``.
+
+Run: ``python benchmarks/digits_methods.py [--seeds 0 1 2] [--out runs/digits_methods]
+[--only conversion|anytime] [--quick] [--device cpu]`` (``FEWSTEP_THREADS`` sets torch's threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+CONVERSION_RECIPE = "digits-dnn"
+FINETUNE_RECIPE = "digits-dnn-finetune-t2"
+ANYTIME_RECIPES = ("digits-tet-t8", "digits-tet-str-t8")
+METHODS = ("dist", "max", "p99.9", "clip")
+TIMESTEPS = 2
+EVAL_TIMESTEPS = (1, 2, 4)
+TARGET_DROP = 0.005  # 0.5 accuracy points
+# --quick: epochs per recipe and conversion calibration batches (a smoke test, not a measurement)
+QUICK_EPOCHS = {CONVERSION_RECIPE: 2, FINETUNE_RECIPE: 1, **{r: 2 for r in ANYTIME_RECIPES}}
+QUICK_CALIB_BATCHES = 4
+
+
+# ---------------------------------------------------------------- statistics and formatting
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the non-None values."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0, "values": list(values)}
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
+
+
+def pct(stat: dict[str, Any] | float | None, digits: int = 2) -> str:
+    """``mean ± std`` (or a single value) of fractions, in percent."""
+    if stat is None:
+        return "-"
+    if isinstance(stat, dict):
+        if stat["mean"] is None:
+            return "-"
+        return f"{100 * stat['mean']:.{digits}f} ± {100 * stat['std']:.{digits}f}"
+    return f"{100 * stat:.{digits}f}"
+
+
+def num(stat: dict[str, Any] | float | None, digits: int = 2, suffix: str = "") -> str:
+    if stat is None:
+        return "-"
+    if isinstance(stat, dict):
+        if stat["mean"] is None:
+            return "-"
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}{suffix}"
+    return f"{stat:.{digits}f}{suffix}"
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _train(recipe_name: str, overrides: list[str], out: Path, device: str, log: Callable[[str], None]) -> dict:
+    from fewstep.config import load_recipe
+    from fewstep.train.engine import train
+
+    recipe = load_recipe(recipe_name, overrides)
+    return train(recipe, out, device=device, progress=False, log=log)
+
+
+def _epochs(recipe: str, quick: bool) -> list[str]:
+    return [f"train.epochs={QUICK_EPOCHS[recipe]}"] if quick else []
+
+
+def run_conversion_seed(seed: int, out: Path, device: str, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    from fewstep.convert.converter import convert_checkpoint
+
+    dnn_dir, conv_dir, ft_dir = out / "dnn", out / f"convert-t{TIMESTEPS}", out / f"finetune-t{TIMESTEPS}"
+    t0 = time.perf_counter()
+    dnn = _train(CONVERSION_RECIPE, [f"train.seed={seed}", *_epochs(CONVERSION_RECIPE, quick)], dnn_dir, device, log)
+    t1 = time.perf_counter()
+    report = convert_checkpoint(dnn_dir / "last.pt", timesteps=TIMESTEPS, methods=METHODS,
+                                eval_timesteps=EVAL_TIMESTEPS, out_dir=conv_dir, device=device,
+                                calib_batches=QUICK_CALIB_BATCHES if quick else 20, log=log)
+    t2 = time.perf_counter()
+    init = report["checkpoints"]["dist"]
+    ft = _train(FINETUNE_RECIPE, [f"train.seed={seed}", f"train.init_checkpoint={json.dumps(str(init))}",
+                                  *_epochs(FINETUNE_RECIPE, quick)], ft_dir, device, log)
+    t3 = time.perf_counter()
+    energy = report["energy"]
+    ft_energy = ft.get("energy") or {}
+    return {
+        "seed": seed,
+        "dnn_accuracy": report["dnn_accuracy"],
+        "dnn_train_report_accuracy": dnn["accuracy"],
+        "converted_accuracy": {m: {str(t): report["converted_accuracy"][m][str(t)] for t in EVAL_TIMESTEPS}
+                               for m in METHODS},
+        "finetuned_accuracy": ft["accuracy"],
+        "finetuned_accuracy_per_step": ft["accuracy_per_step"],
+        "finetuned_epochs": ft["epochs"],
+        "dnn_epochs": dnn["epochs"],
+        # ANN/SNN energy (fewstep.energy, preset of the recipe) of each T=2 conversion before fine-tuning
+        "energy_ratio": {m: energy[m].get("ratio") for m in METHODS},
+        "first_layer_bound": energy["dist"].get("first_layer_bound"),
+        "energy_preset": energy["dist"].get("preset"),
+        "finetuned_energy_ratio": ft_energy.get("ratio"),
+        "factors_t2": {m: [{k: f[k] for k in ("name", "mu", "a", "b", "V", "A", "error")} for f in report["layers"][m]]
+                       for m in METHODS},
+        "seconds": {"train_dnn": t1 - t0, "convert": t2 - t1, "finetune": t3 - t2},
+        "paths": {"dnn": str(dnn_dir / "last.pt"), "convert_report": str(conv_dir / "report.json"),
+                  "finetuned": str(ft_dir / "last.pt")},
+    }
+
+
+def run_anytime_seed(recipe: str, seed: int, out: Path, device: str, quick: bool,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    from fewstep.evaluate import load_trained
+    from fewstep.infer.cutoff import cutoff_sweep
+    from fewstep.train.data_feed import DeviceFeed
+
+    t0 = time.perf_counter()
+    rep = _train(recipe, [f"train.seed={seed}", *_epochs(recipe, quick)], out, device, log)
+    t1 = time.perf_counter()
+    rec, model, splits, dev = load_trained(out / "last.pt", device)
+    feed = DeviceFeed(splits.test, rec.data.eval_batch_size, dev, train=False)
+    sweep = cutoff_sweep(model, feed, target_drop=TARGET_DROP, timing=False)
+    t2 = time.perf_counter()
+    op = sweep["operating_point"]
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "timesteps": sweep["timesteps"],
+        "train_report_accuracy": rep["accuracy"],
+        "full_accuracy": sweep["full_accuracy"],
+        "accuracy_t1": sweep["accuracy_per_step"][0],
+        "accuracy_per_step": sweep["accuracy_per_step"],
+        "operating_point": op,  # eps (None: no sweep point within the drop), accuracy, mean_steps, drop
+        "mean_steps": op["mean_steps"],
+        "speedup": sweep["speedup"],
+        "oracle_accuracy": sweep["oracle_accuracy"],
+        "oracle_mean_steps": sweep["oracle_mean_steps"],
+        "sweep": {"eps": sweep["eps"], "accuracy": sweep["accuracy"], "mean_steps": sweep["mean_steps"]},
+        "target_drop": sweep["target_drop"],
+        "epochs": rep["epochs"],
+        "seconds": {"train": t1 - t0, "sweep": t2 - t1},
+        "path": str(out / "last.pt"),
+    }
+
+
+# ---------------------------------------------------------------- summaries and tables
+
+
+def summarise_conversion(per_seed: dict[str, dict]) -> dict[str, Any]:
+    runs = list(per_seed.values())
+    return {
+        "dnn_accuracy": mean_std([r["dnn_accuracy"] for r in runs]),
+        "converted_accuracy": {m: {str(t): mean_std([r["converted_accuracy"][m][str(t)] for r in runs])
+                                   for t in EVAL_TIMESTEPS} for m in METHODS},
+        "finetuned_accuracy": mean_std([r["finetuned_accuracy"] for r in runs]),
+        "energy_ratio": {m: mean_std([r["energy_ratio"][m] for r in runs]) for m in METHODS},
+        "first_layer_bound": mean_std([r["first_layer_bound"] for r in runs]),
+        "finetuned_energy_ratio": mean_std([r["finetuned_energy_ratio"] for r in runs]),
+    }
+
+
+def summarise_anytime(per_seed: dict[str, dict]) -> dict[str, Any]:
+    runs = list(per_seed.values())
+    steps = len(runs[0]["accuracy_per_step"])
+    return {
+        "full_accuracy": mean_std([r["full_accuracy"] for r in runs]),
+        "accuracy_t1": mean_std([r["accuracy_t1"] for r in runs]),
+        "operating_accuracy": mean_std([r["operating_point"]["accuracy"] for r in runs]),
+        "operating_drop": mean_std([r["operating_point"]["drop"] for r in runs]),
+        "mean_steps": mean_std([r["mean_steps"] for r in runs]),
+        "speedup": mean_std([r["speedup"] for r in runs]),
+        "oracle_accuracy": mean_std([r["oracle_accuracy"] for r in runs]),
+        "oracle_mean_steps": mean_std([r["oracle_mean_steps"] for r in runs]),
+        "accuracy_per_step": [mean_std([r["accuracy_per_step"][t] for r in runs]) for t in range(steps)],
+        "operating_eps": [r["operating_point"]["eps"] for r in runs],
+    }
+
+
+def conversion_tables(res: dict[str, Any]) -> str:
+    s, per = res["summary"], res["per_seed"]
+    n = len(per)
+    cols = [f"T={t}" for t in EVAL_TIMESTEPS]
+    rows = [["DNN", pct(s["dnn_accuracy"]), "", "", ""]]
+    for m in METHODS:
+        rows.append([f"converted `{m}`", *(pct(s["converted_accuracy"][m][str(t)]) for t in EVAL_TIMESTEPS),
+                     num(s["energy_ratio"][m], suffix="x")])
+    rows.append([f"`dist` T={TIMESTEPS} fine-tuned", "", pct(s["finetuned_accuracy"]), "",
+                 num(s["finetuned_energy_ratio"], suffix="x")])
+    out = [f"### Conversion: accuracy (%) and ANN/SNN energy, mean ± std over {n} seed(s)", "",
+           table(["", *cols, f"ANN/SNN energy (T={TIMESTEPS})"], rows), "",
+           (f"DNN = one evaluation per sample; first-layer bound on the ANN/SNN energy ratio "
+            f"{num(s['first_layer_bound'], 1, 'x')}."), "",
+           "### Conversion: per seed (%)", ""]
+    rows = []
+    for seed, r in per.items():
+        ca = r["converted_accuracy"]
+        rows.append([seed, pct(r["dnn_accuracy"]),
+                     *(" / ".join(pct(ca[m][str(t)]) for t in EVAL_TIMESTEPS) for m in METHODS),
+                     pct(r["finetuned_accuracy"]), num(r["energy_ratio"]["dist"], suffix="x")])
+    out.append(table(["seed", "DNN", *(f"`{m}` T=1 / 2 / 4" for m in METHODS), "fine-tuned T=2",
+                      "energy ratio (`dist`, T=2)"], rows))
+    return "\n".join(out)
+
+
+def anytime_tables(res: dict[str, Any]) -> str:
+    n = len(next(iter(res["per_seed"].values())))
+    rows = []
+    for recipe, s in res["summary"].items():
+        rows.append([f"`{recipe}`", pct(s["full_accuracy"]), pct(s["accuracy_t1"]), pct(s["operating_accuracy"]),
+                     num(s["mean_steps"], 2), num(s["speedup"], 2, "x"),
+                     f"{pct(s['oracle_accuracy'])} at {num(s['oracle_mean_steps'], 2)}"])
+    out = [(f"### Anytime inference (softmax cutoff, <= {100 * TARGET_DROP:.1f} point drop): "
+            f"mean ± std over {n} seed(s)"), "",
+           table(["recipe", "accuracy at T (%)", "accuracy at t=1 (%)", "accuracy at operating point (%)",
+                  "mean steps", "speed-up", "oracle, keeps accuracy at T (%) at mean steps"], rows), ""]
+    steps = max(len(s["accuracy_per_step"]) for s in res["summary"].values())
+    rows = [[f"`{recipe}`", *(pct(a, 1) for a in s["accuracy_per_step"])] for recipe, s in res["summary"].items()]
+    out += ["### Anytime: accuracy (%) when every sample stops at step t, mean ± std", "",
+            table(["recipe", *(f"t={t}" for t in range(1, steps + 1))], rows), "",
+            "### Anytime: per seed", ""]
+    rows = []
+    for recipe, per in res["per_seed"].items():
+        for seed, r in per.items():
+            op = r["operating_point"]
+            rows.append([f"`{recipe}`", seed, pct(r["full_accuracy"]), pct(r["accuracy_t1"]),
+                         "none" if op["eps"] is None else f"{op['eps']:g}", pct(op["accuracy"]),
+                         num(r["mean_steps"], 3), num(r["speedup"], 2, "x"),
+                         " ".join(f"{100 * a:.1f}" for a in r["accuracy_per_step"])])
+    out.append(table(["recipe", "seed", "at T", "t=1", "eps", "at op. point", "mean steps", "speed-up",
+                      "per step t=1..T"], rows))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (default 0 1 2)")
+    p.add_argument("--out", type=Path, default=Path("runs/digits_methods"), help="output folder")
+    p.add_argument("--only", choices=("conversion", "anytime"), default=None, help="run one of the two benchmarks")
+    p.add_argument("--quick", action="store_true", help="a few epochs per recipe: a smoke test, not a measurement")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks; prints the tables and returns (and writes) the results."""
+    args = parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds: repeated seed in {args.seeds}")
+
+    import torch
+
+    import fewstep
+    from fewstep.report import write_json_atomic
+    from fewstep.train.engine import threads_from_env
+
+    threads_from_env()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.txt").open("a")
+
+    def log(msg: str) -> None:
+        log_file.write(msg + "\n")
+        log_file.flush()
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+        log(f"# {msg}")
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "meta": {"command": " ".join(["python", "benchmarks/digits_methods.py", *(argv if argv is not None
+                                                                                    else sys.argv[1:])]),
+                 "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 "seeds": list(args.seeds), "quick": args.quick, "device": args.device,
+                 "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                 "platform": platform.platform(), "python": platform.python_version(),
+                 "torch_version": torch.__version__, "fewstep_version": fewstep.__version__,
+                 "accuracy_unit": "fraction of the 360 digits test images",
+                 "std": "sample standard deviation over seeds (ddof 1; 0 for one seed)"},
+    }
+    texts = []
+    if args.only in (None, "conversion"):
+        per_seed = {}
+        for seed in args.seeds:
+            say(f"conversion: seed {seed}")
+            per_seed[str(seed)] = run_conversion_seed(seed, out / "conversion" / f"seed{seed}", args.device,
+                                                      args.quick, log)
+        results["conversion"] = {"recipes": {"dnn": CONVERSION_RECIPE, "finetune": FINETUNE_RECIPE},
+                                 "methods": list(METHODS), "timesteps": TIMESTEPS,
+                                 "eval_timesteps": list(EVAL_TIMESTEPS),
+                                 "per_seed": per_seed, "summary": summarise_conversion(per_seed)}
+        texts.append(conversion_tables(results["conversion"]))
+    if args.only in (None, "anytime"):
+        per_recipe: dict[str, dict[str, Any]] = {}
+        for recipe in ANYTIME_RECIPES:
+            per_recipe[recipe] = {}
+            for seed in args.seeds:
+                say(f"anytime: {recipe} seed {seed}")
+                per_recipe[recipe][str(seed)] = run_anytime_seed(recipe, seed, out / "anytime" / recipe / f"seed{seed}",
+                                                                 args.device, args.quick, log)
+        results["anytime"] = {"recipes": list(ANYTIME_RECIPES), "target_drop": TARGET_DROP, "per_seed": per_recipe,
+                              "summary": {r: summarise_anytime(p) for r, p in per_recipe.items()}}
+        texts.append(anytime_tables(results["anytime"]))
+    results["meta"]["wall_seconds"] = time.perf_counter() - started
+    log_file.close()
+
+    text = "\n\n".join(texts) + f"\n\nwall time {results['meta']['wall_seconds']:.0f} s\n"
+    write_json_atomic(results, out / "results.json")
+    (out / "results.md").write_text(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""``benchmarks/digits_methods.py --quick``: both benchmarks run end to end and write every number."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    name = "fewstep_digits_methods_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "digits_methods.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> None:
+    bench = _bench()
+    returned = bench.main(["--quick", "--seeds", "0", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res == json.loads(json.dumps(returned))
+    assert res["meta"]["seeds"] == [0] and res["meta"]["quick"] is True and res["meta"]["wall_seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "### Conversion" in printed and "### Anytime" in printed
+    assert (tmp_path / "results.md").read_text().strip() == printed.strip()
+
+    conv = res["conversion"]
+    run = conv["per_seed"]["0"]
+    assert set(run["converted_accuracy"]) == set(bench.METHODS) == {"dist", "max", "p99.9", "clip"}
+    accs = [run["dnn_accuracy"], run["finetuned_accuracy"], *run["finetuned_accuracy_per_step"]]
+    accs += [run["converted_accuracy"][m][t] for m in bench.METHODS for t in ("1", "2", "4")]
+    assert all(_fraction(a) for a in accs), accs
+    assert run["dnn_accuracy"] > 0.5  # even two epochs learn the digits
+    assert len(run["finetuned_accuracy_per_step"]) == 2
+    for m in bench.METHODS:
+        r = run["energy_ratio"][m]
+        assert isinstance(r, float) and math.isfinite(r) and 0 < r <= run["first_layer_bound"] * (1 + 1e-9)
+    assert run["dnn_epochs"] == 2 and run["finetuned_epochs"] == 1
+    summary = conv["summary"]
+    assert summary["dnn_accuracy"]["mean"] == run["dnn_accuracy"] and summary["dnn_accuracy"]["std"] == 0.0
+    assert summary["converted_accuracy"]["dist"]["2"]["mean"] == run["converted_accuracy"]["dist"]["2"]
+    assert Path(run["paths"]["finetuned"]).exists()
+
+    anytime = res["anytime"]
+    assert set(anytime["per_seed"]) == set(anytime["summary"]) == {"digits-tet-t8", "digits-tet-str-t8"}
+    for recipe, per in anytime["per_seed"].items():
+        r = per["0"]
+        assert r["timesteps"] == 8 and len(r["accuracy_per_step"]) == 8
+        op = r["operating_point"]
+        accs = [r["full_accuracy"], r["accuracy_t1"], op["accuracy"], r["oracle_accuracy"], *r["accuracy_per_step"],
+                *r["sweep"]["accuracy"]]
+        assert all(_fraction(a) for a in accs), (recipe, accs)
+        assert r["full_accuracy"] == r["accuracy_per_step"][-1] and r["accuracy_t1"] == r["accuracy_per_step"][0]
+        assert r["full_accuracy"] == pytest.approx(r["train_report_accuracy"])
+        assert op["drop"] <= 0.005 + 1e-12 and 1.0 <= r["mean_steps"] <= 8.0
+        assert r["speedup"] == pytest.approx(8 / r["mean_steps"])
+        assert "wall_clock" not in r
+        s = anytime["summary"][recipe]
+        assert s["speedup"]["mean"] == r["speedup"] and len(s["accuracy_per_step"]) == 8
