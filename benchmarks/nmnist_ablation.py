@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -47,6 +46,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import file_logger, mean_std, pct, pct_stat, toml_str
 
 VARIANTS = ("stc", "lif", "stc+pretrain")
 DEFAULT_VARIANTS = ("stc", "lif")
@@ -60,31 +62,15 @@ VARIANT_LABELS = {"stc": "STC + SCB + MT-LIF", "lif": "STC + plain conv + LIF (n
 # ---------------------------------------------------------------- statistics and formatting
 
 
-def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the non-None values."""
-    xs = [float(v) for v in values if v is not None]
-    if not xs:
-        return {"mean": None, "std": None, "n": 0, "values": list(values)}
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}"
 
 
-def pct_stat(stat: dict[str, Any], digits: int = 1) -> str:
-    if stat["mean"] is None:
-        return "-"
-    return f"{100 * stat['mean']:.{digits}f} ± {100 * stat['std']:.{digits}f}"
 
 
 # ---------------------------------------------------------------- recipes
 
 
-def _toml_str(text: str) -> str:
-    return json.dumps(str(text))  # a JSON string is a valid TOML basic string
 
 
 def timestep_overrides(timesteps: int) -> list[str]:
@@ -104,15 +90,15 @@ def variant_recipe(variant: str, timesteps: int) -> tuple[str, list[str]]:
 
 def data_overrides(args: argparse.Namespace, cache_dir: Path, pretrain: bool = False) -> list[str]:
     """Dataset switch, sample limits (applied before any event is read or emulated) and the cache."""
-    out = [f"data.options.cache_dir={_toml_str(cache_dir)}"]
+    out = [f"data.options.cache_dir={toml_str(cache_dir)}"]
     if pretrain:
         if args.pretrain_dataset:
-            out.append(f"data.dataset={_toml_str(args.pretrain_dataset)}")
+            out.append(f"data.dataset={toml_str(args.pretrain_dataset)}")
         out += [f"data.options.train_limit={args.pretrain_train_limit}",
                 f"data.options.test_limit={args.pretrain_test_limit}"]
         return out
     if args.dataset:
-        out.append(f"data.dataset={_toml_str(args.dataset)}")
+        out.append(f"data.dataset={toml_str(args.dataset)}")
     if args.train_limit:
         out.append(f"data.options.train_limit={args.train_limit}")
     if args.test_limit:
@@ -123,12 +109,6 @@ def data_overrides(args: argparse.Namespace, cache_dir: Path, pretrain: bool = F
 # ---------------------------------------------------------------- one run
 
 
-def _logger(path: Path):
-    def log(msg: str) -> None:
-        with path.open("a") as fh:
-            fh.write(msg + "\n")
-
-    return log
 
 
 def _run_summary(report: dict[str, Any], recipe_name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
@@ -182,7 +162,7 @@ def run_variant(variant: str, timesteps: int, seed: int, args: argparse.Namespac
         pre_dir = run_dir.parent / f"seed{seed}-pretrain"
         pre_report = train_one(pre_name, pre_over, pre_dir, args, log, keep_checkpoint=True)
         extra["pretrain"] = _run_summary(pre_report, pre_name, pre_over, pre_dir)
-        base = base + [f"train.init_checkpoint={_toml_str(pre_dir / 'last.pt')}"]
+        base = base + [f"train.init_checkpoint={toml_str(pre_dir / 'last.pt')}"]
         report = train_one(recipe_name, base, run_dir, args, log)
         if not args.keep_checkpoints:
             for name in ("last.pt", "last.pt.prev"):
@@ -228,9 +208,9 @@ def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dic
     for variant, per_t in results.items():
         for t, per_seed in per_t.items():
             s = summary[variant][t]
-            cells = [pct(per_seed[str(seed)]["accuracy"]) if str(seed) in per_seed else "-" for seed in seeds]
-            steps = " / ".join(pct(st["mean"]) for st in s["accuracy_per_step"])
-            lines.append("| " + " | ".join([f"`{variant}`", t, *cells, pct_stat(s["accuracy"]), steps,
+            cells = [pct(per_seed[str(seed)]["accuracy"], 1) if str(seed) in per_seed else "-" for seed in seeds]
+            steps = " / ".join(pct(st["mean"], 1) for st in s["accuracy_per_step"])
+            lines.append("| " + " | ".join([f"`{variant}`", t, *cells, pct_stat(s["accuracy"], 1), steps,
                                             f"{s['train_seconds']['mean']:.1f}"]) + " |")
     if any("pretrain_accuracy" in s for per_t in summary.values() for s in per_t.values()):
         lines += ["", (f"`stc+pretrain`: pretrained for {meta['pretrain_epochs']} epoch(s) on "
@@ -239,7 +219,7 @@ def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dic
         for variant, per_t in summary.items():
             for t, s in per_t.items():
                 if "pretrain_accuracy" in s:
-                    lines.append(f"T = {t}: pretrain accuracy {pct_stat(s['pretrain_accuracy'])} %, "
+                    lines.append(f"T = {t}: pretrain accuracy {pct_stat(s['pretrain_accuracy'], 1)} %, "
                                  f"{s['pretrain_seconds']['mean']:.1f} s per seed")
     return "\n".join(lines)
 
@@ -292,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache_dir or out / "cache").resolve()
-    log_file = _logger(out / "log.txt")
+    log_file = file_logger(out / "log.txt")
 
     def log(msg: str) -> None:
         log_file(msg)
@@ -308,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for seed in args.seeds:
                     r = run_variant(variant, t, seed, args, out, cache_dir, log)
                     results.setdefault(variant, {}).setdefault(str(t), {})[str(seed)] = r
-                    print(f"[done] {variant} T={t} seed {seed}: accuracy {pct(r['accuracy'])} % "
+                    print(f"[done] {variant} T={t} seed {seed}: accuracy {pct(r['accuracy'], 1)} % "
                           f"({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
     finally:
         threads = torch.get_num_threads()

@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -66,6 +65,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import file_logger, mean_std, pct, pct_stat, toml_str
 
 GRADIENTS = ("equivalent", "surrogate", "ann")
 GRADIENT_LABELS = {"equivalent": "STCB, spike-train-level equivalent gradient",
@@ -87,24 +89,10 @@ SHIPPED_T = (1, 2, 4)
 # ---------------------------------------------------------------- statistics and formatting
 
 
-def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the non-None values."""
-    xs = [float(v) for v in values if v is not None]
-    if not xs:
-        return {"mean": None, "std": None, "n": 0, "values": list(values)}
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
 
 
-def pct(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{100 * value:.{digits}f}"
 
 
-def pct_stat(stat: dict[str, Any], digits: int = 2) -> str:
-    if stat["mean"] is None:
-        return "-"
-    return f"{100 * stat['mean']:.{digits}f} ± {100 * stat['std']:.{digits}f}"
 
 
 def ratio_str(stat: dict[str, Any]) -> str:
@@ -114,8 +102,6 @@ def ratio_str(stat: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- recipes and the ANN model
 
 
-def _toml_str(text: str | Path) -> str:
-    return json.dumps(str(text))  # a JSON string is a valid TOML basic string
 
 
 def variant_recipe(dataset: str, gradient: str, timesteps: int) -> tuple[str, list[str]]:
@@ -124,7 +110,7 @@ def variant_recipe(dataset: str, gradient: str, timesteps: int) -> tuple[str, li
         raise ValueError(f"unknown gradient {gradient!r}; known: {', '.join(GRADIENTS)}")
     prefix = DATASETS[dataset]["prefix"]
     if gradient == "ann":
-        return f"{prefix}-t1", [f"model.name={_toml_str(ANN_MODEL)}"]
+        return f"{prefix}-t1", [f"model.name={toml_str(ANN_MODEL)}"]
     if timesteps in SHIPPED_T:
         name, over = f"{prefix}-t{timesteps}", []
     else:
@@ -165,9 +151,9 @@ def data_overrides(args: argparse.Namespace, cache_dir: Path) -> list[str]:
     spec = DATASETS[args.dataset]
     out = []
     if spec["dataset"]:
-        out.append(f"data.dataset={_toml_str(spec['dataset'])}")
+        out.append(f"data.dataset={toml_str(spec['dataset'])}")
     if spec["dataset"] == "cifar10-jpeg":
-        out.append(f"data.options.cache_dir={_toml_str(cache_dir)}")  # never write into the data root
+        out.append(f"data.options.cache_dir={toml_str(cache_dir)}")  # never write into the data root
     if args.train_limit:
         out.append(f"data.train_limit={args.train_limit}")
     if args.test_limit:
@@ -178,12 +164,6 @@ def data_overrides(args: argparse.Namespace, cache_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- one run
 
 
-def _logger(path: Path):
-    def log(msg: str) -> None:
-        with path.open("a") as fh:
-            fh.write(msg + "\n")
-
-    return log
 
 
 def energy_summary(energy: dict[str, Any] | None, timesteps: int, snn: bool = True) -> dict[str, Any]:
@@ -242,7 +222,7 @@ def run_variant(gradient: str, timesteps: int, seed: int, args: argparse.Namespa
         from fewstep.config import load_recipe
 
         base_model = load_recipe(recipe_name).model.name  # the STCB net the ANN copies
-        model_over = model_over + [f"model.options.base={_toml_str(base_model)}"]
+        model_over = model_over + [f"model.options.base={toml_str(base_model)}"]
     base = model_over + data_overrides(args, cache_dir) + [f"train.seed={seed}"]
     if args.epochs:
         base.append(f"train.epochs={args.epochs}")
@@ -344,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (out / "cache").resolve()
-    log_file = _logger(out / "log.txt")
+    log_file = file_logger(out / "log.txt")
 
     def log(msg: str) -> None:
         log_file(msg)
