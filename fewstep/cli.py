@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
 
     p = sub.add_parser("quickstart", help=f"train {QUICKSTART_RECIPE}: embedded digits as emulated events, STC, "
-                                          "SCB + MT-LIF, T = 2 (CPU, about two minutes, offline)")
+                                          "SCB + MT-LIF, T = 2 (CPU, under a minute, offline)")
     _add_run_options(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy at every time step")
