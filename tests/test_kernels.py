@@ -24,9 +24,9 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton (and the kernels) are impo
 
 triton = pytest.importorskip("triton", reason="triton is not installed (optional 'gpu' extra): fused kernels untested")
 
-import torch
+import torch  # noqa: E402  (after TRITON_INTERPRET is set)
 
-from fewstep.neurons import (
+from fewstep.neurons import (  # noqa: E402
     IF,
     LIF,
     MTLIF,

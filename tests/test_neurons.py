@@ -580,12 +580,12 @@ def test_set_step_mode_and_spiking_neurons():
 
 
 def test_module_defaults():
-    i, l, p, m = IF(), LIF(), PLIF(), MTLIF()
+    i, lif, p, m = IF(), LIF(), PLIF(), MTLIF()
     assert float(i.decay) == 1.0 and i.reset_mode == "hard" and not i.learnable_decay
-    assert float(l.decay) == 0.5 and l.reset_mode == "hard" and not l.learnable_decay
+    assert float(lif.decay) == 0.5 and lif.reset_mode == "hard" and not lif.learnable_decay
     assert p.learnable_decay and p.reset_mode == "hard"
     assert m.learnable_decay and m.reset_mode == "soft" and m.num_thresholds == 2
-    for n in (i, l, p, m):
+    for n in (i, lif, p, m):
         assert n.step_mode == "m" and float(n.threshold) == 1.0
         assert n.surrogate == Surrogate("triangle", 1.0)
     assert LIF(surrogate="sigmoid").surrogate == Surrogate("sigmoid", 0.25)

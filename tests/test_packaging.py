@@ -108,3 +108,11 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tmp_path / "run" / "report.json").is_file()
     assert "accuracy @ t=2" in run.stdout
+
+
+def test_ruff_clean():
+    """The rules selected in pyproject.toml ([tool.ruff.lint]) hold for the whole repository."""
+    ruff = shutil.which("ruff") or pytest.skip("ruff is not installed (it is in the 'test' extra)")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([ruff, "check", "--no-cache", str(root)], capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -59,7 +59,9 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
     assert a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+    def strip(h):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+
     assert strip(a["history"]) == strip(b["history"])
 
 

@@ -48,7 +48,6 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -56,7 +55,7 @@ from ..errors import ConfigError
 from .stc import concat_events, unpack_events
 from .types import EVENT_DTYPE
 
-Seed = Union[int, Sequence[int]]
+Seed = int | Sequence[int]
 
 __all__ = ["EmulatorParams", "emulate_dataset", "saccade_events", "to_luminance"]
 

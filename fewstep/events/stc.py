@@ -55,8 +55,9 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ from .types import EVENT_DTYPE, as_events
 Binning = Literal["time", "count"]
 Integration = Literal["sum", "exp"]
 PackedEvents = tuple[np.ndarray, np.ndarray]
-EventBatch = Union[Sequence[np.ndarray], PackedEvents]
+EventBatch = Sequence[np.ndarray] | PackedEvents
 
 __all__ = ["STC", "stc", "reference_stc", "stc_batch", "pack_events", "unpack_events", "concat_events"]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import nn
@@ -36,7 +35,7 @@ from .registry import register_model
 from .resnet import _conv_bn as _resnet_conv_bn
 from .vgg import POOLS, VGG_CONFIGS, check_head_options, scale_channels
 
-LayerCfg = Sequence[Union[int, str]]
+LayerCfg = Sequence[int | str]
 
 #: The small net for 28x28 (Fashion-)MNIST: 2 conv STCBs with a pool after each, then a hidden FC STCB.
 SMALL_CFG: tuple[int | str, ...] = (32, "M", 64, "M")

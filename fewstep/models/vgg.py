@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Union
 
 from torch import nn
 
@@ -21,7 +20,7 @@ from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
 
-LayerCfg = Sequence[Union[int, str]]
+LayerCfg = Sequence[int | str]
 
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),

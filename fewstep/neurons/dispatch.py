@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from typing import Optional
 
 import torch
 
 from .functional import NeuronParams, StepOutput, neuron_multistep
 
 # A kernel: (x_seq, params, v0, need_membrane=bool) -> StepOutput, or None if it does not support this call.
-Kernel = Callable[..., Optional[StepOutput]]
+Kernel = Callable[..., StepOutput | None]
 _KERNELS: list[Kernel] = []
 _BUILTINS_LOADED = False
 
