@@ -10,6 +10,14 @@
   ``digits-tet-str-t8`` and sweep the softmax cutoff (:func:`fewstep.infer.cutoff.cutoff_sweep`,
   no wall-clock timing). Recorded: accuracy at T, at t = 1 and at every step, and the operating
   point (the fewest mean steps at <= 0.5 point drop) with its speed-up ``T / mean steps``.
+  ``--anytime-data events`` runs the same comparison on emulated event data instead
+  (``saccade-digits-tet-t8`` and ``saccade-digits-tet-str-t8``: the digits through the saccade
+  DVS emulator, STC to T = 8; 359 test recordings) and then runs only this benchmark unless
+  ``--only`` says otherwise; its default ``--out`` is ``runs/anytime_events``. ``--timing`` also
+  measures wall-clock time of the step-by-step engine at the operating point against the same
+  engine running all T steps and against the multi-step forward (``cutoff_sweep(timing=True)``,
+  best of ``--timing-repeats`` runs over the test set, batch ``data.eval_batch_size``) and reports
+  those speed-ups; on a shared machine they are rough.
 
 Every recipe runs with its own epochs (``--quick`` cuts them to a smoke test) and ``train.seed``
 set to the seed. The digits test split (360 images) is fixed; the seed changes initialisation,
@@ -20,7 +28,8 @@ runs' checkpoints and reports under ``<out>/conversion`` and ``<out>/anytime``; 
 ``<out>/log.txt``.
 
 Run: ``python benchmarks/digits_methods.py [--seeds 0 1 2] [--out runs/digits_methods]
-[--only conversion|anytime] [--quick] [--device cpu]`` (``FEWSTEP_THREADS`` sets torch's threads).
+[--only conversion|anytime] [--anytime-data digits|events] [--timing [--timing-repeats 5]] [--quick]
+[--device cpu]`` (``FEWSTEP_THREADS`` sets torch's threads).
 """
 
 from __future__ import annotations
@@ -40,13 +49,21 @@ from typing import Any
 CONVERSION_RECIPE = "digits-dnn"
 FINETUNE_RECIPE = "digits-dnn-finetune-t2"
 ANYTIME_RECIPES = ("digits-tet-t8", "digits-tet-str-t8")
+EVENT_ANYTIME_RECIPES = ("saccade-digits-tet-t8", "saccade-digits-tet-str-t8")
+ANYTIME_DATA = {"digits": ANYTIME_RECIPES, "events": EVENT_ANYTIME_RECIPES}
+DEFAULT_OUT = {"digits": Path("runs/digits_methods"), "events": Path("runs/anytime_events")}
+ACCURACY_UNIT = {"digits": "fraction of the 360 digits test images",
+                 "events": "fraction of the 359 saccade-digits test recordings (160 with --quick)"}
 METHODS = ("dist", "max", "p99.9", "clip")
 TIMESTEPS = 2
 EVAL_TIMESTEPS = (1, 2, 4)
 TARGET_DROP = 0.005  # 0.5 accuracy points
 # --quick: epochs per recipe and conversion calibration batches (a smoke test, not a measurement)
-QUICK_EPOCHS = {CONVERSION_RECIPE: 2, FINETUNE_RECIPE: 1, **{r: 2 for r in ANYTIME_RECIPES}}
+QUICK_EPOCHS = {CONVERSION_RECIPE: 2, FINETUNE_RECIPE: 1, **{r: 2 for r in ANYTIME_RECIPES},
+                **{r: 1 for r in EVENT_ANYTIME_RECIPES}}
 QUICK_CALIB_BATCHES = 4
+# --quick on event recipes: emulate and train on a prefix of each split only
+QUICK_EVENT_LIMITS = ["data.options.train_limit=320", "data.options.test_limit=160"]
 
 
 # ---------------------------------------------------------------- statistics and formatting
@@ -101,7 +118,10 @@ def _train(recipe_name: str, overrides: list[str], out: Path, device: str, log: 
 
 
 def _epochs(recipe: str, quick: bool) -> list[str]:
-    return [f"train.epochs={QUICK_EPOCHS[recipe]}"] if quick else []
+    if not quick:
+        return []
+    limits = QUICK_EVENT_LIMITS if recipe in EVENT_ANYTIME_RECIPES else []
+    return [f"train.epochs={QUICK_EPOCHS[recipe]}", *limits]
 
 
 def run_conversion_seed(seed: int, out: Path, device: str, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
@@ -145,7 +165,7 @@ def run_conversion_seed(seed: int, out: Path, device: str, quick: bool, log: Cal
 
 
 def run_anytime_seed(recipe: str, seed: int, out: Path, device: str, quick: bool,
-                     log: Callable[[str], None]) -> dict[str, Any]:
+                     log: Callable[[str], None], timing: bool = False, repeats: int = 3) -> dict[str, Any]:
     from fewstep.evaluate import load_trained
     from fewstep.infer.cutoff import cutoff_sweep
     from fewstep.train.data_feed import DeviceFeed
@@ -155,13 +175,14 @@ def run_anytime_seed(recipe: str, seed: int, out: Path, device: str, quick: bool
     t1 = time.perf_counter()
     rec, model, splits, dev = load_trained(out / "last.pt", device)
     feed = DeviceFeed(splits.test, rec.data.eval_batch_size, dev, train=False)
-    sweep = cutoff_sweep(model, feed, target_drop=TARGET_DROP, timing=False)
+    sweep = cutoff_sweep(model, feed, target_drop=TARGET_DROP, timing=timing, repeats=repeats)
     t2 = time.perf_counter()
     op = sweep["operating_point"]
-    return {
+    result = {
         "recipe": recipe,
         "seed": seed,
         "timesteps": sweep["timesteps"],
+        "samples": sweep["samples"],
         "train_report_accuracy": rep["accuracy"],
         "full_accuracy": sweep["full_accuracy"],
         "accuracy_t1": sweep["accuracy_per_step"][0],
@@ -177,6 +198,11 @@ def run_anytime_seed(recipe: str, seed: int, out: Path, device: str, quick: bool
         "seconds": {"train": t1 - t0, "sweep": t2 - t1},
         "path": str(out / "last.pt"),
     }
+    if timing:
+        # seconds over the test set (best of `repeats`): step-by-step engine with the cutoff at the
+        # operating point, the same engine for all T steps, the multi-step forward; and the ratios
+        result["wall_clock"] = sweep["wall_clock"]
+    return result
 
 
 # ---------------------------------------------------------------- summaries and tables
@@ -198,7 +224,7 @@ def summarise_conversion(per_seed: dict[str, dict]) -> dict[str, Any]:
 def summarise_anytime(per_seed: dict[str, dict]) -> dict[str, Any]:
     runs = list(per_seed.values())
     steps = len(runs[0]["accuracy_per_step"])
-    return {
+    out: dict[str, Any] = {
         "full_accuracy": mean_std([r["full_accuracy"] for r in runs]),
         "accuracy_t1": mean_std([r["accuracy_t1"] for r in runs]),
         "operating_accuracy": mean_std([r["operating_point"]["accuracy"] for r in runs]),
@@ -210,6 +236,11 @@ def summarise_anytime(per_seed: dict[str, dict]) -> dict[str, Any]:
         "accuracy_per_step": [mean_std([r["accuracy_per_step"][t] for r in runs]) for t in range(steps)],
         "operating_eps": [r["operating_point"]["eps"] for r in runs],
     }
+    if all("wall_clock" in r for r in runs):
+        out["wall_clock"] = {k: mean_std([r["wall_clock"][k] for r in runs])
+                             for k in ("cutoff_seconds", "full_stepwise_seconds", "full_multistep_seconds",
+                                       "speedup_vs_stepwise", "speedup_vs_multistep")}
+    return out
 
 
 def conversion_tables(res: dict[str, Any]) -> str:
@@ -264,6 +295,15 @@ def anytime_tables(res: dict[str, Any]) -> str:
                          " ".join(f"{100 * a:.1f}" for a in r["accuracy_per_step"])])
     out.append(table(["recipe", "seed", "at T", "t=1", "eps", "at op. point", "mean steps", "speed-up",
                       "per step t=1..T"], rows))
+    timed = {r: s["wall_clock"] for r, s in res["summary"].items() if "wall_clock" in s}
+    if timed:
+        rows = [[f"`{recipe}`", num(w["cutoff_seconds"], 3), num(w["full_stepwise_seconds"], 3),
+                 num(w["full_multistep_seconds"], 3), num(w["speedup_vs_stepwise"], 2, "x"),
+                 num(w["speedup_vs_multistep"], 2, "x")] for recipe, w in timed.items()]
+        out += ["", (f"### Anytime: wall-clock seconds over the test set (best of {res.get('timing_repeats')} runs), "
+                     f"mean ± std over {n} seed(s)"), "",
+                table(["recipe", "cutoff at op. point (s)", "step-by-step, all T (s)", "multi-step forward (s)",
+                       "wall-clock speed-up vs step-by-step", "vs multi-step"], rows)]
     return "\n".join(out)
 
 
@@ -274,11 +314,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (default 0 1 2)")
-    p.add_argument("--out", type=Path, default=Path("runs/digits_methods"), help="output folder")
-    p.add_argument("--only", choices=("conversion", "anytime"), default=None, help="run one of the two benchmarks")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default runs/digits_methods; runs/anytime_events with --anytime-data events)")
+    p.add_argument("--only", choices=("conversion", "anytime"), default=None,
+                   help="run one of the two benchmarks (default both; only anytime with --anytime-data events)")
+    p.add_argument("--anytime-data", choices=tuple(ANYTIME_DATA), default="digits",
+                   help="anytime recipes: digits-tet(-str)-t8 (default) or saccade-digits-tet(-str)-t8 (events)")
+    p.add_argument("--timing", action="store_true",
+                   help="also time cutoff inference against full-T inference (wall clock, this device)")
+    p.add_argument("--timing-repeats", type=int, default=5, help="best of this many timed runs (default 5)")
     p.add_argument("--quick", action="store_true", help="a few epochs per recipe: a smoke test, not a measurement")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = DEFAULT_OUT[args.anytime_data]
+    if args.only is None and args.anytime_data != "digits":
+        args.only = "anytime"
+    if args.timing_repeats < 1:
+        p.error("--timing-repeats must be >= 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -315,7 +369,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                  "platform": platform.platform(), "python": platform.python_version(),
                  "torch_version": torch.__version__, "fewstep_version": fewstep.__version__,
-                 "accuracy_unit": "fraction of the 360 digits test images",
+                 "anytime_data": args.anytime_data, "only": args.only,
+                 "accuracy_unit": (ACCURACY_UNIT["digits"] if args.anytime_data == "digits"
+                                   else ACCURACY_UNIT[args.anytime_data] if args.only == "anytime"
+                                   else f"{ACCURACY_UNIT['digits']} (anytime: {ACCURACY_UNIT[args.anytime_data]})"),
                  "std": "sample standard deviation over seeds (ddof 1; 0 for one seed)"},
     }
     texts = []
@@ -331,14 +388,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  "per_seed": per_seed, "summary": summarise_conversion(per_seed)}
         texts.append(conversion_tables(results["conversion"]))
     if args.only in (None, "anytime"):
+        recipes = ANYTIME_DATA[args.anytime_data]
         per_recipe: dict[str, dict[str, Any]] = {}
-        for recipe in ANYTIME_RECIPES:
+        for recipe in recipes:
             per_recipe[recipe] = {}
             for seed in args.seeds:
                 say(f"anytime: {recipe} seed {seed}")
                 per_recipe[recipe][str(seed)] = run_anytime_seed(recipe, seed, out / "anytime" / recipe / f"seed{seed}",
-                                                                 args.device, args.quick, log)
-        results["anytime"] = {"recipes": list(ANYTIME_RECIPES), "target_drop": TARGET_DROP, "per_seed": per_recipe,
+                                                                 args.device, args.quick, log, timing=args.timing,
+                                                                 repeats=args.timing_repeats)
+        results["anytime"] = {"data": args.anytime_data, "recipes": list(recipes), "target_drop": TARGET_DROP,
+                              "timing": args.timing, "timing_repeats": args.timing_repeats if args.timing else None,
+                              "per_seed": per_recipe,
                               "summary": {r: summarise_anytime(p) for r, p in per_recipe.items()}}
         texts.append(anytime_tables(results["anytime"]))
     results["meta"]["wall_seconds"] = time.perf_counter() - started

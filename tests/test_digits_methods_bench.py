@@ -80,3 +80,40 @@ def test_quick_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> N
         assert "wall_clock" not in r
         s = anytime["summary"][recipe]
         assert s["speedup"]["mean"] == r["speedup"] and len(s["accuracy_per_step"]) == 8
+
+
+@pytest.mark.slow
+def test_quick_event_anytime_with_timing(tmp_path: Path, _one_thread, capsys) -> None:
+    """``--anytime-data events --timing``: the saccade-digits recipes, anytime only, wall-clock timing."""
+    bench = _bench()
+    res = bench.main(["--quick", "--seeds", "0", "--anytime-data", "events", "--timing", "--timing-repeats", "1",
+                      "--out", str(tmp_path)])
+    assert res == json.loads((tmp_path / "results.json").read_text())
+    assert "conversion" not in res and res["meta"]["anytime_data"] == "events"
+    printed = capsys.readouterr().out
+    assert "### Anytime" in printed and "wall-clock" in printed and "### Conversion" not in printed
+    anytime = res["anytime"]
+    assert anytime["data"] == "events" and anytime["timing"] is True
+    assert set(anytime["per_seed"]) == set(bench.EVENT_ANYTIME_RECIPES)
+    assert set(bench.EVENT_ANYTIME_RECIPES) == {"saccade-digits-tet-t8", "saccade-digits-tet-str-t8"}
+    for recipe, per in anytime["per_seed"].items():
+        r = per["0"]
+        assert r["timesteps"] == 8 and len(r["accuracy_per_step"]) == 8 and r["samples"] == 160
+        assert r["epochs"] == 1 and r["full_accuracy"] == pytest.approx(r["train_report_accuracy"])
+        assert all(_fraction(a) for a in [r["full_accuracy"], r["operating_point"]["accuracy"], *r["accuracy_per_step"]])
+        assert r["operating_point"]["drop"] <= 0.005 + 1e-12 and r["speedup"] == pytest.approx(8 / r["mean_steps"])
+        w = r["wall_clock"]
+        assert w["engine_mean_steps"] == pytest.approx(r["mean_steps"]) and w["samples"] == 160
+        for key in ("cutoff_seconds", "full_stepwise_seconds", "full_multistep_seconds", "speedup_vs_stepwise",
+                    "speedup_vs_multistep"):
+            assert math.isfinite(w[key]) and w[key] > 0, (recipe, key)
+        s = anytime["summary"][recipe]["wall_clock"]
+        assert s["speedup_vs_stepwise"]["mean"] == w["speedup_vs_stepwise"]
+
+
+def test_event_option_defaults() -> None:
+    bench = _bench()
+    args = bench.parse_args(["--anytime-data", "events"])
+    assert args.only == "anytime" and args.out == Path("runs/anytime_events") and args.timing is False
+    args = bench.parse_args([])
+    assert args.only is None and args.out == Path("runs/digits_methods") and args.anytime_data == "digits"
