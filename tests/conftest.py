@@ -1,4 +1,5 @@
-"""Shared test setup: every test starts from the same torch RNG state."""
+"""Shared test setup: every test starts from the same torch RNG state; ``_one_thread`` pins torch
+to one thread for the benchmark-script tests."""
 
 import pytest
 import torch
@@ -8,3 +9,11 @@ import torch
 def _seed_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

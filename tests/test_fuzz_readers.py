@@ -8,14 +8,13 @@ the full fuzzing run found is pinned as a deterministic regression test.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
 from fewstep.errors import DataFormatError
 
@@ -24,13 +23,7 @@ CASES = 200  # per reader: about 2-4 s each
 
 
 def _harness():
-    name = "fewstep_fuzz_readers_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fuzz_readers.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_benchmark("fuzz_readers")
 
 
 READERS = ["idx-raw", "idx-gz", "cifar-pickle", "nmnist-bin", "aedat2", "aedat31", "gesture-labels", "aedat4",
