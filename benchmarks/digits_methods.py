@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import sys
@@ -45,6 +44,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import mean_std
 
 CONVERSION_RECIPE = "digits-dnn"
 FINETUNE_RECIPE = "digits-dnn-finetune-t2"
@@ -69,14 +71,6 @@ QUICK_EVENT_LIMITS = ["data.options.train_limit=320", "data.options.test_limit=1
 # ---------------------------------------------------------------- statistics and formatting
 
 
-def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value) of the non-None values."""
-    xs = [float(v) for v in values if v is not None]
-    if not xs:
-        return {"mean": None, "std": None, "n": 0, "values": list(values)}
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
 
 
 def pct(stat: dict[str, Any] | float | None, digits: int = 2) -> str:
