@@ -50,6 +50,9 @@ from bench_common import mean_std
 
 CONVERSION_RECIPE = "digits-dnn"
 FINETUNE_RECIPE = "digits-dnn-finetune-t2"
+# --conversion-data: (DNN recipe, fine-tuning recipe); fashion-mnist reads <data root>/fashion-mnist
+CONVERSION_DATA = {"digits": (CONVERSION_RECIPE, FINETUNE_RECIPE),
+                   "fashion-mnist": ("fmnist-vgg-dnn", "fmnist-convert-finetune-t2")}
 ANYTIME_RECIPES = ("digits-tet-t8", "digits-tet-str-t8")
 EVENT_ANYTIME_RECIPES = ("saccade-digits-tet-t8", "saccade-digits-tet-str-t8")
 ANYTIME_DATA = {"digits": ANYTIME_RECIPES, "events": EVENT_ANYTIME_RECIPES}
@@ -103,35 +106,42 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # ---------------------------------------------------------------- runs
 
 
-def _train(recipe_name: str, overrides: list[str], out: Path, device: str, log: Callable[[str], None]) -> dict:
+def _train(recipe_name: str, overrides: list[str], out: Path, device: str, log: Callable[[str], None],
+           data_root: Path | None = None) -> dict:
     from fewstep.config import load_recipe
     from fewstep.train.engine import train
 
     recipe = load_recipe(recipe_name, overrides)
-    return train(recipe, out, device=device, progress=False, log=log)
+    return train(recipe, out, device=device, data_root=data_root, progress=False, log=log)
 
 
 def _epochs(recipe: str, quick: bool) -> list[str]:
     if not quick:
         return []
     limits = QUICK_EVENT_LIMITS if recipe in EVENT_ANYTIME_RECIPES else []
-    return [f"train.epochs={QUICK_EPOCHS[recipe]}", *limits]
+    return [f"train.epochs={QUICK_EPOCHS.get(recipe, 1)}", *limits]
 
 
-def run_conversion_seed(seed: int, out: Path, device: str, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def run_conversion_seed(seed: int, out: Path, device: str, quick: bool, log: Callable[[str], None], *,
+                        recipes: tuple[str, str] = (CONVERSION_RECIPE, FINETUNE_RECIPE), data_root: Path | None = None,
+                        dnn_set: Sequence[str] = (), finetune_set: Sequence[str] = ()) -> dict[str, Any]:
+    """Train the DNN recipe, convert it with every method, fine-tune the ``dist`` T = 2 SNN;
+    ``dnn_set`` / ``finetune_set`` are extra recipe overrides (e.g. ``train.epochs=3``)."""
     from fewstep.convert.converter import convert_checkpoint
 
+    dnn_recipe, ft_recipe = recipes
     dnn_dir, conv_dir, ft_dir = out / "dnn", out / f"convert-t{TIMESTEPS}", out / f"finetune-t{TIMESTEPS}"
     t0 = time.perf_counter()
-    dnn = _train(CONVERSION_RECIPE, [f"train.seed={seed}", *_epochs(CONVERSION_RECIPE, quick)], dnn_dir, device, log)
+    dnn = _train(dnn_recipe, [f"train.seed={seed}", *_epochs(dnn_recipe, quick), *dnn_set], dnn_dir, device, log,
+                 data_root)
     t1 = time.perf_counter()
     report = convert_checkpoint(dnn_dir / "last.pt", timesteps=TIMESTEPS, methods=METHODS,
                                 eval_timesteps=EVAL_TIMESTEPS, out_dir=conv_dir, device=device,
-                                calib_batches=QUICK_CALIB_BATCHES if quick else 20, log=log)
+                                calib_batches=QUICK_CALIB_BATCHES if quick else 20, log=log, data_root=data_root)
     t2 = time.perf_counter()
     init = report["checkpoints"]["dist"]
-    ft = _train(FINETUNE_RECIPE, [f"train.seed={seed}", f"train.init_checkpoint={json.dumps(str(init))}",
-                                  *_epochs(FINETUNE_RECIPE, quick)], ft_dir, device, log)
+    ft = _train(ft_recipe, [f"train.seed={seed}", f"train.init_checkpoint={json.dumps(str(init))}",
+                            *_epochs(ft_recipe, quick), *finetune_set], ft_dir, device, log, data_root)
     t3 = time.perf_counter()
     energy = report["energy"]
     ft_energy = ft.get("energy") or {}
@@ -319,7 +329,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timing-repeats", type=int, default=5, help="best of this many timed runs (default 5)")
     p.add_argument("--quick", action="store_true", help="a few epochs per recipe: a smoke test, not a measurement")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--conversion-data", choices=tuple(CONVERSION_DATA), default="digits",
+                   help="conversion on the embedded digits (default) or Fashion-MNIST (fmnist-vgg-dnn; implies "
+                        "--only conversion and --out runs/fmnist_conversion)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default $FEWSTEP_DATA)")
+    p.add_argument("--dnn-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override of the DNN recipe, e.g. --dnn-set data.train_limit=20000 (repeatable)")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override of the fine-tuning recipe, e.g. --finetune-set train.epochs=2 (repeatable)")
     args = p.parse_args(argv)
+    if args.conversion_data != "digits":
+        args.only = args.only or "conversion"
+        if args.out is None:
+            args.out = Path("runs/fmnist_conversion")
     if args.out is None:
         args.out = DEFAULT_OUT[args.anytime_data]
     if args.only is None and args.anytime_data != "digits":
@@ -374,9 +396,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         per_seed = {}
         for seed in args.seeds:
             say(f"conversion: seed {seed}")
-            per_seed[str(seed)] = run_conversion_seed(seed, out / "conversion" / f"seed{seed}", args.device,
-                                                      args.quick, log)
-        results["conversion"] = {"recipes": {"dnn": CONVERSION_RECIPE, "finetune": FINETUNE_RECIPE},
+            per_seed[str(seed)] = run_conversion_seed(
+                seed, out / "conversion" / f"seed{seed}", args.device, args.quick, log,
+                recipes=CONVERSION_DATA[args.conversion_data], data_root=args.data_root, dnn_set=args.dnn_set,
+                finetune_set=args.finetune_set)
+        dnn_recipe, ft_recipe = CONVERSION_DATA[args.conversion_data]
+        results["conversion"] = {"data": args.conversion_data, "recipes": {"dnn": dnn_recipe, "finetune": ft_recipe},
+                                 "dnn_set": list(args.dnn_set), "finetune_set": list(args.finetune_set),
                                  "methods": list(METHODS), "timesteps": TIMESTEPS,
                                  "eval_timesteps": list(EVAL_TIMESTEPS),
                                  "per_seed": per_seed, "summary": summarise_conversion(per_seed)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,32 @@ def test_event_option_defaults() -> None:
     assert args.only == "anytime" and args.out == Path("runs/anytime_events") and args.timing is False
     args = bench.parse_args([])
     assert args.only is None and args.out == Path("runs/digits_methods") and args.anytime_data == "digits"
+
+
+def test_conversion_data_option_defaults() -> None:
+    bench = _bench()
+    args = bench.parse_args(["--conversion-data", "fashion-mnist", "--dnn-set", "train.epochs=3"])
+    assert args.only == "conversion" and args.out == Path("runs/fmnist_conversion")
+    assert args.dnn_set == ["train.epochs=3"] and args.finetune_set == []
+    from fewstep.config import load_recipe
+
+    dnn, ft = bench.CONVERSION_DATA["fashion-mnist"]
+    assert load_recipe(dnn).model.name.endswith("_dnn") and load_recipe(ft).model.name.endswith("_converted")
+    assert load_recipe(dnn).data.dataset == load_recipe(ft).data.dataset == "fashion-mnist"
+
+
+@pytest.mark.slow
+def test_quick_fashion_mnist_conversion(tmp_path: Path, _one_thread) -> None:
+    root = os.environ.get("FEWSTEP_DATA")
+    if not root or not (Path(root) / "fashion-mnist").is_dir():
+        pytest.skip("needs $FEWSTEP_DATA/fashion-mnist (e.g. FEWSTEP_DATA=../shared/data)")
+    bench = _bench()
+    limits = ["data.train_limit=512", "data.test_limit=256"]
+    res = bench.main(["--conversion-data", "fashion-mnist", "--data-root", root, "--quick", "--seeds", "0",
+                      "--out", str(tmp_path), *[a for x in limits for a in ("--dnn-set", x)],
+                      *[a for x in limits for a in ("--finetune-set", x)]])
+    conv = res["conversion"]
+    assert conv["data"] == "fashion-mnist" and "anytime" not in res
+    seed = conv["per_seed"]["0"]
+    assert _fraction(seed["dnn_accuracy"]) and _fraction(seed["finetuned_accuracy"])
+    assert all(_fraction(a) for m in seed["converted_accuracy"].values() for a in m.values())
