@@ -11,8 +11,10 @@ def _seed_torch():
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def _one_thread():
+    """Small nets gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning
+    makes them many times slower; the setting is restored for the other test modules."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -22,14 +22,8 @@ from fewstep.events.types import make_events
 SMALL = {"timesteps": 2, "train_limit": 12, "test_limit": 6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning
-    makes them many times slower; the setting is restored for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small nets gain nothing from intra-op threads (conftest._one_thread).
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 def _digits(tmp_path: Path, **options):
