@@ -260,24 +260,28 @@ def _steps(out) -> list[int]:
     ([_T_MIN, -5, 3, _T_MAX], 3, [1, 2, 1]),  # sorted, span 2**64 - 1
 ])
 @pytest.mark.parametrize("batched", [False, True])
-def test_stc_extreme_timestamps_follow_the_binning_rule(t: list[int], T: int, want: list[int], batched: bool) -> None:
+@pytest.mark.parametrize("backend", ["numpy", "auto"])  # auto: the compiled pass where Numba is installed
+def test_stc_extreme_timestamps_follow_the_binning_rule(t: list[int], T: int, want: list[int], batched: bool,
+                                                        backend: str) -> None:
     from fewstep.events.stc import stc, stc_batch
 
     ev = _ev(t)
-    out = stc_batch([ev, ev], (1, 1), T)[:, 0] if batched else stc(ev, (1, 1), T)  # batch: was the float64 path
+    out = (stc_batch([ev, ev], (1, 1), T, backend=backend)[:, 0] if batched  # batch: was the float64 path
+           else stc(ev, (1, 1), T, backend=backend))
     assert _steps(out) == want
 
 
-def test_stc_batch_long_spans_equal_stc_exactly() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_stc_batch_long_spans_equal_stc_exactly(backend: str) -> None:
     from fewstep.events.stc import stc, stc_batch
 
     rng = np.random.default_rng(3)
     streams = [_ev(sorted(rng.integers(_T_MIN, _T_MAX, 50, endpoint=True).tolist()), rng.integers(0, 4, 50).tolist()),
                _ev([0, 2**60, 2**61 + 3]), _ev([])]
     for kw in ({}, {"by": "count"}, {"integration": "exp", "kappa": 0.5, "fine_bins_per_step": 7}):
-        got = stc_batch(streams, (4, 1), 5, **kw)
+        got = stc_batch(streams, (4, 1), 5, backend=backend, **kw)
         for b, s in enumerate(streams):
-            np.testing.assert_allclose(got[:, b].numpy(), stc(s, (4, 1), 5, **kw), rtol=1e-6)
+            np.testing.assert_allclose(got[:, b].numpy(), stc(s, (4, 1), 5, backend=backend, **kw), rtol=1e-6)
 
 
 @pytest.mark.parametrize("events, match", [

@@ -14,8 +14,12 @@ from hypothesis import strategies as st
 
 import fewstep.events.stc as stc_module
 from fewstep.errors import ConfigError
-from fewstep.events import EVENT_DTYPE, make_events
+from fewstep.events import EVENT_DTYPE, make_events, stc_compiled
 from fewstep.events.stc import STC, concat_events, pack_events, reference_stc, stc, stc_batch, unpack_events
+
+#: Both implementations of stc / stc_batch on the CPU; the compiled one needs Numba (in the test extra).
+BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    not stc_compiled.available(), reason="Numba is not installed (pip install numba): compiled STC path untested"))]
 
 
 def random_events(rng: np.random.Generator, n: int, width: int, height: int, t_max: int, *,
@@ -36,25 +40,27 @@ event_streams = st.builds(
 )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
 @given(stream=event_streams, T=st.integers(1, 8), by=st.sampled_from(["time", "count"]), f=st.integers(1, 4))
-def test_plain_sum_conserves_the_event_count(stream, T, by, f):
+def test_plain_sum_conserves_the_event_count(backend, stream, T, by, f):
     ev, size = stream
-    out = stc(ev, size, T, by=by, spatial_factor=f)
+    out = stc(ev, size, T, by=by, spatial_factor=f, backend=backend)
     assert out.dtype == np.float32
     assert out.shape == (T, 2, -(-size[1] // f), -(-size[0] // f))
     assert out.sum() == len(ev)
     assert (out >= 0).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=120, deadline=None)
 @given(stream=event_streams, T=st.integers(1, 6), by=st.sampled_from(["time", "count"]),
        integration=st.sampled_from(["sum", "exp"]), kappa=st.floats(0.05, 1.0), r=st.integers(1, 6),
        f=st.integers(1, 3))
-def test_fast_path_equals_reference(stream, T, by, integration, kappa, r, f):
+def test_fast_path_equals_reference(backend, stream, T, by, integration, kappa, r, f):
     ev, size = stream
     kw = dict(by=by, integration=integration, kappa=kappa, fine_bins_per_step=r, spatial_factor=f)
-    fast, ref = stc(ev, size, T, **kw), reference_stc(ev, size, T, **kw)
+    fast, ref = stc(ev, size, T, backend=backend, **kw), reference_stc(ev, size, T, **kw)
     assert fast.shape == ref.shape
     if integration == "sum":
         np.testing.assert_array_equal(fast, ref)
@@ -74,15 +80,17 @@ def test_fast_path_is_exact_across_chunk_boundaries(stream, chunk, by, integrati
     original = stc_module._CHUNK
     stc_module._CHUNK = chunk
     try:
-        np.testing.assert_allclose(stc(ev, size, 3, **kw), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(stc(ev, size, 3, backend="numpy", **kw), expected, rtol=1e-6, atol=1e-6)
     finally:
         stc_module._CHUNK = original
 
 
-def test_long_stream_against_reference():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_long_stream_against_reference(backend):
     ev = random_events(np.random.default_rng(11), 200_000, 64, 48, 6_000_000)  # several chunks
     for kw in (dict(), dict(by="count", integration="exp", kappa=0.8, fine_bins_per_step=4, spatial_factor=2)):
-        np.testing.assert_allclose(stc(ev, (64, 48), 4, **kw), reference_stc(ev, (64, 48), 4, **kw), rtol=1e-6)
+        np.testing.assert_allclose(stc(ev, (64, 48), 4, backend=backend, **kw), reference_stc(ev, (64, 48), 4, **kw),
+                                   rtol=1e-6)
 
 
 @pytest.mark.parametrize("by", ["time", "count"])
@@ -133,18 +141,73 @@ def test_degenerate_streams():
     assert stc(same_t, (3, 1), 3, by="count").sum(axis=(1, 2, 3)).tolist() == [1, 1, 1]
 
 
+@settings(max_examples=150, deadline=None)
+@given(stream=event_streams, T=st.integers(1, 6), by=st.sampled_from(["time", "count"]),
+       integration=st.sampled_from(["sum", "exp"]), kappa=st.floats(0.05, 1.0), r=st.integers(1, 6),
+       f=st.integers(1, 3), batch=st.integers(1, 3))
+def test_compiled_path_is_bit_identical_to_numpy(stream, T, by, integration, kappa, r, f, batch):
+    """One compiled pass (bin starts by binary search or rank arithmetic) against the chunked
+    NumPy path: the same float32 bits, single streams and packed batches with empty ones mixed in."""
+    if not stc_compiled.available():
+        pytest.skip("Numba is not installed (pip install numba): compiled STC path untested")
+    ev, size = stream
+    kw = dict(by=by, integration=integration, kappa=kappa, fine_bins_per_step=r, spatial_factor=f)
+    expected = stc(ev, size, T, backend="numpy", **kw)
+    np.testing.assert_array_equal(stc(ev, size, T, backend="numba", **kw), expected)
+    streams = [ev, ev[:0]] * batch
+    got = stc_batch(streams, size, T, backend="numba", **kw).numpy()
+    np.testing.assert_array_equal(got[:, ::2], np.stack([expected] * batch, axis=1))
+    assert not got[:, 1::2].any()
+
+
+def test_compiled_pass_reports_what_stops_it():
+    """The compiled pass itself, so that a silent fallback to NumPy cannot pass for it."""
+    if not stc_compiled.available():
+        pytest.skip("Numba is not installed (pip install numba): compiled STC path untested")
+
+    def run(x, t, fine=2):
+        out = np.zeros(fine * 2 * 1 * 6, np.float32)
+        status = stc_compiled.stc_into(make_events(x, [0] * len(x), t, [1] * len(x)), 6, 1, 1, 1, 6, fine, 1, True,
+                                       None, out)
+        return status, out.reshape(fine, 2, 6)
+
+    status, out = run([0, 1, 5], [0, 9, 20])  # step 1 starts at t = 10
+    assert status == stc_compiled.OK and out[0, 1].tolist() == [1, 1, 0, 0, 0, 0] and out[1, 1, 5] == 1
+    assert out.sum() == 3
+    assert run([0, 1, 5], [0, 20, 10])[0] == stc_compiled.UNSORTED
+    assert run([0, 6], [0, 1])[0] == stc_compiled.OUT_OF_SENSOR
+    assert run([-1, 0], [0, 1])[0] == stc_compiled.OUT_OF_SENSOR
+    assert run([0, 0], [-(2**62), 2**62])[0] == stc_compiled.SPAN_TOO_LONG  # 2 * (2**63 + 1) overflows int64
+    assert run([0, 0], [0, 2**61], fine=3)[0] == stc_compiled.OK
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    ev = random_events(np.random.default_rng(9), 50, 6, 6, 1000)
+    with pytest.raises(ConfigError, match="backend"):
+        stc(ev, (6, 6), 2, backend="cuda")
+    with pytest.raises(ConfigError, match="backend"):
+        STC((6, 6), 2, backend="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="CPU only"):
+        stc_batch([ev], (6, 6), 2, device="cuda", backend="numba")
+    monkeypatch.setattr(stc_compiled, "available", lambda: False)  # as on a machine without Numba
+    with pytest.raises(ImportError, match="pip install numba"):
+        stc(ev, (6, 6), 2, backend="numba")
+    np.testing.assert_array_equal(stc(ev, (6, 6), 2), stc(ev, (6, 6), 2, backend="numpy"))  # auto falls back
+
+
 def test_count_bins_hold_equal_shares():
     ev = random_events(np.random.default_rng(2), 1003, 10, 10, 10**6)
     per_step = stc(ev, (10, 10), 4, by="count").sum(axis=(1, 2, 3))
     assert sorted(per_step.tolist()) == [250, 251, 251, 251]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("by", ["time", "count"])
 @pytest.mark.parametrize("integration", ["sum", "exp"])
-def test_unsorted_streams_give_the_sorted_result(by, integration):
+def test_unsorted_streams_give_the_sorted_result(by, integration, backend):
     ev = random_events(np.random.default_rng(3), 800, 12, 9, 5_000)  # sorted, with ties
     shuffled = ev[np.random.default_rng(4).permutation(len(ev))]
-    kw = dict(by=by, integration=integration, kappa=0.7, fine_bins_per_step=3)
+    kw = dict(by=by, integration=integration, kappa=0.7, fine_bins_per_step=3, backend=backend)
     if by == "count":  # ties make 'count' depend on input order: compare against a stable re-sort
         ev = shuffled[np.argsort(shuffled["t"], kind="stable")]
     np.testing.assert_allclose(stc(shuffled, (12, 9), 3, **kw), stc(ev, (12, 9), 3, **kw), rtol=1e-6)
@@ -157,13 +220,16 @@ def test_spatial_pooling_keeps_partial_border_blocks():
     assert out[0, 1, 0, 0] == 1 and out[0, 1, 2, 2] == 1 and out[0, 0, 0, 2] == 1
 
 
-@pytest.mark.parametrize("x, y", [(5, 0), (0, 4), (-1, 0), (0, -3)])
-def test_coordinates_outside_the_sensor_raise(x, y):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("x, y", [(5, 0), (0, 4), (-1, 0), (0, -3), (-32768, 0), (0, 32767)])
+def test_coordinates_outside_the_sensor_raise(x, y, backend):
     ev = make_events([1, x], [1, y], [0, 1], [1, 1])
     with pytest.raises(ValueError, match="outside the sensor"):
-        stc(ev, (5, 4), 2)
+        stc(ev, (5, 4), 2, backend=backend)
     with pytest.raises(ValueError, match="outside the sensor"):
-        stc_batch([ev], (5, 4), 2)
+        stc_batch([ev], (5, 4), 2, backend=backend)
+    with pytest.raises(ValueError, match="outside the sensor"):  # unsorted too: the sort happens first
+        stc(ev[::-1], (5, 4), 2, backend=backend)
 
 
 @pytest.mark.parametrize("kw", [dict(timesteps=0), dict(by="frames"), dict(integration="alpha"), dict(kappa=0.0),
@@ -195,19 +261,20 @@ def test_pack_unpack_round_trip():
                                   np.concatenate([streams[2][::2], streams[0]]))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("by", ["time", "count"])
 @pytest.mark.parametrize("integration", ["sum", "exp"])
 @pytest.mark.parametrize("f", [1, 3])
-def test_batch_equals_per_sample(by, integration, f):
+def test_batch_equals_per_sample(by, integration, f, backend):
     rng = np.random.default_rng(7)
     streams = [random_events(rng, n, 34, 30, t_max, sort=n != 40) for n, t_max in
                [(400, 300_000), (0, 0), (1, 5), (40, 30), (2_000, 10**6)]]
     kw = dict(by=by, integration=integration, kappa=0.6, fine_bins_per_step=5, spatial_factor=f)
     expected = np.stack([stc(s, (34, 30), 4, **kw) for s in streams], axis=1)
     for batch in (streams, pack_events(streams)):
-        out = stc_batch(batch, (34, 30), 4, device="cpu", **kw)
+        out = stc_batch(batch, (34, 30), 4, device="cpu", backend=backend, **kw)
         assert out.shape == (4, 5, 2, -(-30 // f), -(-34 // f)) and out.dtype == torch.float32
-        if integration == "sum":
+        if integration == "sum" or backend == "numba":  # the compiled pass is stc's, bit for bit
             np.testing.assert_array_equal(out.numpy(), expected)
         else:
             np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-6)

@@ -24,6 +24,11 @@ work arrays, so the output is the only memory allocated. :func:`reference_stc` b
 frames explicitly, as the formula above says; it is the specification the tests hold the fast
 paths to. :func:`stc_batch` computes a whole batch with torch ops, on any device.
 
+On the CPU, :func:`stc` and :func:`stc_batch` take ``backend='numba'`` (default where Numba is
+installed): :mod:`fewstep.events.stc_compiled` does both passes as one compiled loop per stream,
+with the same bin starts, so its output is bit-identical to the NumPy path's. It matters for
+short streams, where the NumPy path's dozen array calls cost more than the events.
+
 Conventions (shared by all three functions):
 
 * ``by='time'``: the stream's span ``[t_first, t_last]`` is cut into ``T0`` equal windows of
@@ -54,6 +59,7 @@ Conventions (shared by all three functions):
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,11 +69,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .ops import _sensor
+from . import stc_compiled
+from .ops import MAX_SENSOR_SIDE, _sensor
 from .types import EVENT_DTYPE, as_events
 
 Binning = Literal["time", "count"]
 Integration = Literal["sum", "exp"]
+Backend = Literal["auto", "numba", "numpy"]
 PackedEvents = tuple[np.ndarray, np.ndarray]
 EventBatch = Sequence[np.ndarray] | PackedEvents
 
@@ -86,6 +94,10 @@ MAX_FINE_BINS = 2**16
 
 def _sensor_wh(sensor_size: Sequence[int]) -> tuple[int, int]:
     """``(width, height)`` from ``(W, H)`` or Tonic's ``(W, H, P)`` with ``P == 2``."""
+    if type(sensor_size) is tuple and len(sensor_size) == 2:  # fast path: two plain ints in range
+        w, h = sensor_size
+        if type(w) is int and type(h) is int and 1 <= w <= MAX_SENSOR_SIDE and 1 <= h <= MAX_SENSOR_SIDE:
+            return w, h
     try:
         three = len(sensor_size) == 3
     except TypeError:
@@ -150,6 +162,21 @@ def _check_params(timesteps: int, by: str, integration: str, kappa: float, fine_
         what = "timesteps" if fine == timesteps else "timesteps * fine_bins_per_step"
         raise ConfigError(what, f"{what} = {fine} fine bins; STC allows at most {MAX_FINE_BINS}")
     return _Params(timesteps, by, integration, k, r, f, fine)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _cached_params(*args: object) -> _Params:
+    return _check_params(*args)  # type: ignore[arg-type]
+
+
+def _params(*args: object) -> _Params:
+    """:func:`_check_params`, remembered for hashable arguments (``typed``: ``True`` is not ``1``);
+    errors are never cached, so a bad value raises every time."""
+    try:
+        hash(args)
+    except TypeError:
+        return _check_params(*args)  # type: ignore[arg-type]
+    return _cached_params(*args)
 
 
 # x and y are adjacent little-endian int16 fields: one uint32 read fetches both (y in the high half).
@@ -270,6 +297,38 @@ def _fine_bin_bounds(ev: np.ndarray, by: str, fine: int) -> list[int] | None:
     return [0, *inner.tolist(), n]
 
 
+def _use_compiled(backend: str) -> bool:
+    """Whether :func:`stc` takes the compiled path (``ConfigError`` for an unknown ``backend``)."""
+    if backend == "numpy":
+        return False
+    if backend not in ("auto", "numba"):
+        raise ConfigError("backend", f"must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if stc_compiled.available():
+        return True
+    if backend == "numba":
+        raise ImportError("STC backend='numba' needs Numba: pip install numba (or \"fewstep[events]\")")
+    return False
+
+
+def _compiled_stc(ev: np.ndarray, width: int, height: int, f: int, ho: int, wo: int, prm: _Params,
+                  weights: np.ndarray | None) -> np.ndarray | None:
+    """The flat output of the compiled pass (sorting the stream first if it is not sorted), or
+    ``None`` when the stream's time span is too long for its int64 arithmetic (the NumPy path,
+    which bins with Python integers, takes those)."""
+    for _ in range(2):
+        out = np.zeros(prm.timesteps * 2 * ho * wo, np.float32 if weights is None else np.float64)
+        status = stc_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, prm.by == "time", weights, out)
+        if status == stc_compiled.OK:
+            return out
+        if status == stc_compiled.SPAN_TOO_LONG:
+            return None
+        if status == stc_compiled.OUT_OF_SENSOR:
+            _coordinates(ev, width, height)  # raises ValueError naming the axis and the range
+            raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
+        ev = ev[np.argsort(ev["t"], kind="stable")]  # UNSORTED: sort once, stably, and start again
+    raise AssertionError("the compiled STC pass found a stably sorted stream unsorted")
+
+
 def stc(
     events: np.ndarray,
     sensor_size: Sequence[int],
@@ -280,6 +339,7 @@ def stc(
     kappa: float = 0.9,
     fine_bins_per_step: int = 10,
     spatial_factor: int = 1,
+    backend: Backend = "auto",
 ) -> np.ndarray:
     """Compress an event stream into ``timesteps`` frames of synaptic current, straight from the
     events (no fine frames; see the module docstring).
@@ -294,11 +354,15 @@ def stc(
         kappa: synaptic decay per fine bin for ``'exp'``, in ``(0, 1]``; 1 equals ``'sum'``.
         fine_bins_per_step: ``r``, fine bins per step for ``'exp'`` (ignored by ``'sum'``).
         spatial_factor: sum-pooling factor ``f``.
+        backend: ``'numba'`` (one compiled pass, :mod:`fewstep.events.stc_compiled`; needs
+            Numba), ``'numpy'`` (chunked array operations) or ``'auto'``: Numba when it is
+            installed. Both give bit-identical results.
 
     Returns:
         float32 array ``[T, 2, ceil(H / f), ceil(W / f)]``; channel 0 OFF, channel 1 ON.
     """
-    prm = _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    prm = _params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    compiled = _use_compiled(backend)
     timesteps, by, fine, r = prm.timesteps, prm.by, prm.fine, prm.r
     width, height = _sensor_wh(sensor_size)
     f = _pool_factor(prm.spatial_factor, width, height)
@@ -309,12 +373,16 @@ def stc(
     n = len(ev)
     if n == 0:
         return np.zeros(out_shape, np.float32)
+    weights = _exp_weights(timesteps, fine, prm.kappa) if r > 1 else None
+    if compiled:
+        out = _compiled_stc(ev, width, height, f, ho, wo, prm, weights)
+        if out is not None:
+            return out.reshape(out_shape).astype(np.float32, copy=False)
 
     bounds = _fine_bin_bounds(ev, by, fine)
     if bounds is None:  # unsorted: sort once, stably (ties keep their input order)
         ev = ev[np.argsort(ev["t"], kind="stable")]
         bounds = _fine_bin_bounds(ev, by, fine)
-    weights = _exp_weights(timesteps, fine, prm.kappa) if r > 1 else None
 
     # Counts accumulate exactly in float32 (to 2**24 per pixel); weighted sums in float64.
     out = np.zeros(timesteps * step_size, np.float32 if weights is None else np.float64)
@@ -415,16 +483,18 @@ class STC:
     kappa: float = 0.9
     fine_bins_per_step: int = 10
     spatial_factor: int = 1
+    backend: Backend = "auto"
 
     def __post_init__(self) -> None:
         _sensor_wh(self.sensor_size)
         _check_params(self.timesteps, self.by, self.integration, self.kappa, self.fine_bins_per_step,
                       self.spatial_factor)
+        _use_compiled(self.backend)
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         return stc(events, self.sensor_size, self.timesteps, by=self.by, integration=self.integration,
                    kappa=self.kappa, fine_bins_per_step=self.fine_bins_per_step,
-                   spatial_factor=self.spatial_factor)
+                   spatial_factor=self.spatial_factor, backend=self.backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,6 +560,29 @@ def _exact_time_bins(t: np.ndarray, offsets: np.ndarray, fine: int) -> torch.Ten
     return torch.from_numpy(k)
 
 
+def _compiled_stc_batch(events: np.ndarray, offsets: np.ndarray, width: int, height: int, f: int, ho: int,
+                        wo: int, prm: _Params) -> np.ndarray | None:
+    """The flat ``[T, B, 2, H', W']`` output of the compiled pass over a packed batch (sorting
+    each stream by time first if one is not sorted), or ``None`` when a stream's span is too long
+    for its int64 arithmetic (the torch ops take those)."""
+    weights = _exp_weights(prm.timesteps, prm.fine, prm.kappa) if prm.r > 1 else None
+    B = len(offsets) - 1
+    for _ in range(2):
+        out = np.zeros(prm.timesteps * B * 2 * ho * wo, np.float32 if weights is None else np.float64)
+        status = stc_compiled.stc_batch_into(events, offsets, width, height, f, ho, wo, prm.fine, prm.r,
+                                             prm.by == "time", weights, out)
+        if status == stc_compiled.OK:
+            return out
+        if status == stc_compiled.SPAN_TOO_LONG:
+            return None
+        if status == stc_compiled.OUT_OF_SENSOR:
+            _coordinates(events, width, height)  # raises ValueError naming the axis and the range
+            raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
+        sample = np.repeat(np.arange(B), np.diff(offsets))  # UNSORTED: sort within each stream, stably
+        events = events[np.lexsort((events["t"], sample))]
+    raise AssertionError("the compiled STC pass found stably sorted streams unsorted")
+
+
 def stc_batch(
     batch: EventBatch,
     sensor_size: Sequence[int],
@@ -501,6 +594,7 @@ def stc_batch(
     fine_bins_per_step: int = 10,
     spatial_factor: int = 1,
     device: torch.device | str | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """STC of a whole batch with torch ops on ``device``: float32 ``[T, B, 2, H', W']``.
 
@@ -509,11 +603,19 @@ def stc_batch(
     float rounding for ``'exp'``). Per event it computes the sample's ``t_first``/``t_last`` (or
     its rank, for ``'count'``), the fine bin, the step and weight, and one flat index into the
     whole output; a single ``index_add_`` accumulates the batch, so on a GPU the work is a
-    handful of kernels however large the batch."""
-    prm = _check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+    handful of kernels however large the batch.
+
+    On the CPU, ``backend`` chooses as for :func:`stc`: with Numba (``'auto'`` or ``'numba'``)
+    one compiled pass walks the streams one after another, bit-identical to :func:`stc` for
+    ``'exp'`` too; ``'numpy'`` forces the torch ops. Other devices always use the torch ops
+    (``backend='numba'`` there is a ``ConfigError``)."""
+    prm = _params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
     timesteps, fine = prm.timesteps, prm.fine
     width, height = _sensor_wh(sensor_size)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if backend == "numba" and device.type != "cpu":
+        raise ConfigError("backend", f"'numba' runs on the CPU only; device is {device}")
+    compiled = _use_compiled(backend) and device.type == "cpu"
     events, offsets = _as_packed(batch)
     B = len(offsets) - 1
     f = _pool_factor(prm.spatial_factor, width, height)
@@ -524,6 +626,10 @@ def stc_batch(
     n = len(events)
     if n == 0:
         return out.float().view(timesteps, B, 2, ho, wo)
+    if compiled:
+        flat = _compiled_stc_batch(events, offsets, width, height, f, ho, wo, prm)
+        if flat is not None:
+            return torch.from_numpy(flat.astype(np.float32, copy=False)).view(timesteps, B, 2, ho, wo)
     xs, ys = _coordinates(events, width, height)
 
     def to_dev(a: np.ndarray) -> torch.Tensor:  # narrow dtypes over the bus, widen on the device
