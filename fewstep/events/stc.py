@@ -71,7 +71,7 @@ import torch
 from ..errors import ConfigError
 from . import stc_compiled
 from .ops import MAX_SENSOR_SIDE, _sensor
-from .types import EVENT_DTYPE, as_events
+from .types import EVENT_DTYPE, XY_VIEW_DTYPE, as_events
 
 Binning = Literal["time", "count"]
 Integration = Literal["sum", "exp"]
@@ -179,10 +179,6 @@ def _params(*args: object) -> _Params:
     return _cached_params(*args)
 
 
-# x and y are adjacent little-endian int16 fields: one uint32 read fetches both (y in the high half).
-assert EVENT_DTYPE.fields["y"][1] == EVENT_DTYPE.fields["x"][1] + 2
-_XY = np.dtype({"names": ["xy"], "formats": ["<u4"], "offsets": [EVENT_DTYPE.fields["x"][1]],
-                "itemsize": EVENT_DTYPE.itemsize})
 
 
 def _coordinates(ev: np.ndarray, width: int, height: int,
@@ -195,7 +191,7 @@ def _coordinates(ev: np.ndarray, width: int, height: int,
     reads both fields as one uint32, and as unsigned 16-bit halves a negative coordinate reads
     as >= 32768, so one ``max`` per axis checks both bounds."""
     xy, x, y = buffers if buffers is not None else (np.empty(len(ev), np.uint32) for _ in range(3))
-    np.copyto(xy, ev.view(_XY)["xy"])
+    np.copyto(xy, ev.view(XY_VIEW_DTYPE)["xy"])
     np.bitwise_and(xy, 0xFFFF, out=x)
     np.right_shift(xy, 16, out=y)
     if len(ev) and (int(x.max()) >= width or int(y.max()) >= height):

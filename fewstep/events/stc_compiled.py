@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .types import EVENT_DTYPE
+from .types import XY_VIEW_DTYPE
 
 __all__ = ["available", "stc_into", "stc_batch_into", "OK", "UNSORTED", "OUT_OF_SENSOR", "SPAN_TOO_LONG"]
 
@@ -33,10 +33,6 @@ OK, UNSORTED, OUT_OF_SENSOR, SPAN_TOO_LONG = 0, 1, 2, 3
 
 INT64_MAX = 2**63 - 1
 
-# x and y are adjacent little-endian int16 fields: one uint32 read fetches both (y in the high half).
-assert EVENT_DTYPE.fields["y"][1] == EVENT_DTYPE.fields["x"][1] + 2
-_XY = np.dtype({"names": ["xy"], "formats": ["<u4"], "offsets": [EVENT_DTYPE.fields["x"][1]],
-                "itemsize": EVENT_DTYPE.itemsize})
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,6 +42,7 @@ def _ones(fine: int) -> np.ndarray:
     ones = np.ones(fine, np.float32)
     ones.setflags(write=False)
     return ones
+
 
 _lock = threading.Lock()
 _kernels: tuple[Callable[..., int], Callable[..., int]] | None = None
@@ -150,7 +147,7 @@ def stc_into(ev: np.ndarray, width: int, height: int, f: int, ho: int, wo: int, 
     :data:`OUT_OF_SENSOR` or :data:`SPAN_TOO_LONG` (``out`` then holds a partial sum: the caller
     starts again or raises)."""
     w = weights if weights is not None else _ones(fine)
-    return int(_get()[0](ev.view(_XY)["xy"], ev["t"], ev["p"], width, height, f, ho, wo, fine, r, by_time, w, out,
+    return int(_get()[0](ev.view(XY_VIEW_DTYPE)["xy"], ev["t"], ev["p"], width, height, f, ho, wo, fine, r, by_time, w, out,
                          0, 2 * ho * wo))
 
 
@@ -159,5 +156,5 @@ def stc_batch_into(ev: np.ndarray, offsets: np.ndarray, width: int, height: int,
     """:func:`stc_into` for the packed streams ``ev[offsets[b]:offsets[b + 1]]``, into the flat
     time-major ``out`` (``[T, B, 2, ho, wo]``); the first stream that fails stops the batch."""
     w = weights if weights is not None else _ones(fine)
-    return int(_get()[1](ev.view(_XY)["xy"], ev["t"], ev["p"], offsets, width, height, f, ho, wo, fine, r, by_time,
+    return int(_get()[1](ev.view(XY_VIEW_DTYPE)["xy"], ev["t"], ev["p"], offsets, width, height, f, ho, wo, fine, r, by_time,
                          w, out))

@@ -11,6 +11,13 @@ import numpy as np
 
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])
 
+#: A view of :data:`EVENT_DTYPE` records as one uint32 ``xy`` per event: ``x`` and ``y`` are
+#: adjacent little-endian int16 fields, so one read fetches both (``y`` in the high half; a
+#: negative coordinate reads as 32768 or more). STC's hot paths use it.
+XY_VIEW_DTYPE = np.dtype({"names": ["xy"], "formats": ["<u4"], "offsets": [EVENT_DTYPE.fields["x"][1]],
+                          "itemsize": EVENT_DTYPE.itemsize})
+assert EVENT_DTYPE.fields["y"][1] == EVENT_DTYPE.fields["x"][1] + 2
+
 
 def make_events(x, y, t, p) -> np.ndarray:
     """Build an event array from four equal-length sequences."""
