@@ -345,3 +345,22 @@ def test_tonic_event_bins_agree():
     ev = random_events(np.random.default_rng(10), 4_000, 34, 34, 300_000)
     theirs = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_event_bins=4)(ev)
     np.testing.assert_array_equal(stc(ev, (34, 34), 4, by="count"), theirs)
+
+
+def test_compiled_pass_without_a_writable_numba_cache(monkeypatch):
+    """Where Numba finds no folder to cache compiled code in, the pass is compiled every run instead."""
+    if not stc_compiled.available():
+        pytest.skip("Numba is not installed (pip install numba): compiled STC path untested")
+    real_build, calls = stc_compiled._build, []
+
+    def build(cache: bool = True):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'stream': no locator available for file '...'")
+        return real_build(cache=False)
+
+    monkeypatch.setattr(stc_compiled, "_kernels", None)
+    monkeypatch.setattr(stc_compiled, "_build", build)
+    ev = random_events(np.random.default_rng(12), 300, 8, 8, 10_000)
+    np.testing.assert_array_equal(stc(ev, (8, 8), 3, backend="numba"), stc(ev, (8, 8), 3, backend="numpy"))
+    assert calls == [True, False]

@@ -54,10 +54,10 @@ def available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _build() -> tuple[Callable[..., int], Callable[..., int]]:
+def _build(cache: bool = True) -> tuple[Callable[..., int], Callable[..., int]]:
     import numba
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=cache, nogil=True)
     def stream(xy, t, p, width, height, f, ho, wo, fine, r, by_time, weights, out, offset,
                step_stride):  # pragma: no cover - compiled
         n = t.shape[0]
@@ -113,7 +113,7 @@ def _build() -> tuple[Callable[..., int], Callable[..., int]]:
                 break
         return 0
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=cache, nogil=True)
     def batch(xy, t, p, offsets, width, height, f, ho, wo, fine, r, by_time, weights,
               out):  # pragma: no cover - compiled
         samples = offsets.shape[0] - 1
@@ -135,7 +135,12 @@ def _get() -> tuple[Callable[..., int], Callable[..., int]]:
     if _kernels is None:
         with _lock:
             if _kernels is None:
-                _kernels = _build()
+                try:
+                    _kernels = _build()
+                except RuntimeError as exc:  # Numba found no writable cache folder: compile each run
+                    if "cannot cache" not in str(exc):
+                        raise
+                    _kernels = _build(cache=False)
     return _kernels
 
 
