@@ -93,21 +93,32 @@ def _build(cache: bool = True) -> tuple[Callable[..., int], Callable[..., int]]:
                 hi = ((k + 1) * n + fine - 1) // fine
             base = np.uint64(offset + (k // r) * step_stride)
             w = weights[k]  # in out's dtype: float32 ones for counts
-            for i in range(lo, hi):
-                ti = t[i]
-                if ti < previous:
-                    return 1
-                previous = ti
-                v = np.uint64(xy[i])  # x in the low 16 bits, y in the high; negative ones read as >= 2**15
-                xi = v & np.uint64(0xFFFF)
-                yi = v >> np.uint64(16)
-                if xi >= uw or yi >= uh:
-                    return 2
-                c = np.uint64(1) if p[i] > 0 else np.uint64(0)
-                if f == 1:
-                    out[base + c * plane + yi * uwo + xi] += w
-                else:
-                    out[base + c * plane + (yi // uf) * uwo + xi // uf] += w
+            # Unsigned indices spare Numba's negative-index wrap-around; one loop per pooling
+            # case keeps the division out of the common one.
+            if f == 1:
+                for i in range(np.uint64(lo), np.uint64(hi)):
+                    ti = t[i]
+                    if ti < previous:
+                        return 1
+                    previous = ti
+                    v = np.uint64(xy[i])  # x in the low 16 bits, y in the high; negative ones read as >= 2**15
+                    xi = v & np.uint64(0xFFFF)
+                    yi = v >> np.uint64(16)
+                    if xi >= uw or yi >= uh:
+                        return 2
+                    out[base + (plane if p[i] > 0 else np.uint64(0)) + yi * uwo + xi] += w
+            else:
+                for i in range(np.uint64(lo), np.uint64(hi)):
+                    ti = t[i]
+                    if ti < previous:
+                        return 1
+                    previous = ti
+                    v = np.uint64(xy[i])
+                    xi = v & np.uint64(0xFFFF)
+                    yi = v >> np.uint64(16)
+                    if xi >= uw or yi >= uh:
+                        return 2
+                    out[base + (plane if p[i] > 0 else np.uint64(0)) + (yi // uf) * uwo + xi // uf] += w
             lo = hi
             if hi == n:
                 break
