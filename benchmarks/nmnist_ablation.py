@@ -197,8 +197,9 @@ def summarise(results: dict[str, dict[str, dict[str, dict]]]) -> dict[str, dict[
 def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dict[str, Any]) -> str:
     n_train, n_test = meta.get("train_samples"), meta.get("test_samples")
     epochs = f"{meta['epochs']} epoch{'s' if meta['epochs'] != 1 else ''}"
+    digits = 1 if n_test <= 1000 else 2  # enough to show one test sample
     note = (f"Accuracy (%) at T on the test set of {n_test} samples (trained on {n_train}): "
-            f"**with {n_test} test samples, 1 sample = {100 / n_test:.0f} accuracy point"
+            f"**with {n_test} test samples, 1 sample = {100 / n_test:.2g} accuracy point"
             f"{'' if n_test == 100 else 's'}**. {epochs}, device {meta['device']}, {meta['threads']} torch "
             "thread(s); mean ± sample std over seeds; train s = training + per-epoch evaluation, mean over seeds.")
     lines = [f"### N-MNIST ablation: STC + SCB + MT-LIF vs. plain LIF without SCB ({meta['dataset_label']})", "",
@@ -208,9 +209,9 @@ def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dic
     for variant, per_t in results.items():
         for t, per_seed in per_t.items():
             s = summary[variant][t]
-            cells = [pct(per_seed[str(seed)]["accuracy"], 1) if str(seed) in per_seed else "-" for seed in seeds]
-            steps = " / ".join(pct(st["mean"], 1) for st in s["accuracy_per_step"])
-            lines.append("| " + " | ".join([f"`{variant}`", t, *cells, pct_stat(s["accuracy"], 1), steps,
+            cells = [pct(per_seed[str(seed)]["accuracy"], digits) if str(seed) in per_seed else "-" for seed in seeds]
+            steps = " / ".join(pct(st["mean"], digits) for st in s["accuracy_per_step"])
+            lines.append("| " + " | ".join([f"`{variant}`", t, *cells, pct_stat(s["accuracy"], digits), steps,
                                             f"{s['train_seconds']['mean']:.1f}"]) + " |")
     if any("pretrain_accuracy" in s for per_t in summary.values() for s in per_t.values()):
         lines += ["", (f"`stc+pretrain`: pretrained for {meta['pretrain_epochs']} epoch(s) on "
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "data_root": args.data_root, "dataset": first["dataset"],
             "dataset_label": ("real N-MNIST subset, nmnist-small" if first["dataset"] == "nmnist"
-                              else f"dataset {first['dataset']}, smoke test"),
+                              else f"dataset {first['dataset']} with the N-MNIST recipes"),
             "train_samples": first["train_samples"], "test_samples": first["test_samples"],
             "recipes": {v: {str(t): variant_recipe(v, t)[0] for t in args.timesteps} for v in args.variants},
             "pretrain_dataset": args.pretrain_dataset or "saccade-mnist", "pretrain_epochs": args.pretrain_epochs,
