@@ -306,14 +306,21 @@ def _use_compiled(backend: str) -> bool:
     return False
 
 
-def _compiled_stc(ev: np.ndarray, width: int, height: int, f: int, ho: int, wo: int, prm: _Params,
-                  weights: np.ndarray | None) -> np.ndarray | None:
-    """The flat output of the compiled pass (sorting the stream first if it is not sorted), or
-    ``None`` when the stream's time span is too long for its int64 arithmetic (the NumPy path,
-    which bins with Python integers, takes those)."""
+def _compiled_stc(ev: np.ndarray, offsets: np.ndarray | None, width: int, height: int, f: int, ho: int, wo: int,
+                  prm: _Params, weights: np.ndarray | None) -> np.ndarray | None:
+    """The flat output of the compiled pass over one stream (``offsets`` None: ``[T, 2, H', W']``)
+    or a packed batch (``[T, B, 2, H', W']``), sorting each stream by time first if one is not
+    sorted; or ``None`` when a stream's span is too long for its int64 arithmetic (the NumPy path
+    or the torch ops, which bin exactly, take those)."""
+    samples = 1 if offsets is None else len(offsets) - 1
+    by_time = prm.by == "time"
     for _ in range(2):
-        out = np.zeros(prm.timesteps * 2 * ho * wo, np.float32 if weights is None else np.float64)
-        status = stc_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, prm.by == "time", weights, out)
+        out = np.zeros(prm.timesteps * samples * 2 * ho * wo, np.float32 if weights is None else np.float64)
+        if offsets is None:
+            status = stc_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, by_time, weights, out)
+        else:
+            status = stc_compiled.stc_batch_into(ev, offsets, width, height, f, ho, wo, prm.fine, prm.r, by_time,
+                                                 weights, out)
         if status == stc_compiled.OK:
             return out
         if status == stc_compiled.SPAN_TOO_LONG:
@@ -321,8 +328,12 @@ def _compiled_stc(ev: np.ndarray, width: int, height: int, f: int, ho: int, wo: 
         if status == stc_compiled.OUT_OF_SENSOR:
             _coordinates(ev, width, height)  # raises ValueError naming the axis and the range
             raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
-        ev = ev[np.argsort(ev["t"], kind="stable")]  # UNSORTED: sort once, stably, and start again
-    raise AssertionError("the compiled STC pass found a stably sorted stream unsorted")
+        # UNSORTED: sort (within each stream), stably, once, and start again
+        if offsets is None:
+            ev = ev[np.argsort(ev["t"], kind="stable")]
+        else:
+            ev = ev[np.lexsort((ev["t"], np.repeat(np.arange(samples), np.diff(offsets))))]
+    raise AssertionError("the compiled STC pass found stably sorted streams unsorted")
 
 
 def stc(
@@ -371,7 +382,7 @@ def stc(
         return np.zeros(out_shape, np.float32)
     weights = _exp_weights(timesteps, fine, prm.kappa) if r > 1 else None
     if compiled:
-        out = _compiled_stc(ev, width, height, f, ho, wo, prm, weights)
+        out = _compiled_stc(ev, None, width, height, f, ho, wo, prm, weights)
         if out is not None:
             return out.reshape(out_shape).astype(np.float32, copy=False)
 
@@ -556,29 +567,6 @@ def _exact_time_bins(t: np.ndarray, offsets: np.ndarray, fine: int) -> torch.Ten
     return torch.from_numpy(k)
 
 
-def _compiled_stc_batch(events: np.ndarray, offsets: np.ndarray, width: int, height: int, f: int, ho: int,
-                        wo: int, prm: _Params) -> np.ndarray | None:
-    """The flat ``[T, B, 2, H', W']`` output of the compiled pass over a packed batch (sorting
-    each stream by time first if one is not sorted), or ``None`` when a stream's span is too long
-    for its int64 arithmetic (the torch ops take those)."""
-    weights = _exp_weights(prm.timesteps, prm.fine, prm.kappa) if prm.r > 1 else None
-    B = len(offsets) - 1
-    for _ in range(2):
-        out = np.zeros(prm.timesteps * B * 2 * ho * wo, np.float32 if weights is None else np.float64)
-        status = stc_compiled.stc_batch_into(events, offsets, width, height, f, ho, wo, prm.fine, prm.r,
-                                             prm.by == "time", weights, out)
-        if status == stc_compiled.OK:
-            return out
-        if status == stc_compiled.SPAN_TOO_LONG:
-            return None
-        if status == stc_compiled.OUT_OF_SENSOR:
-            _coordinates(events, width, height)  # raises ValueError naming the axis and the range
-            raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
-        sample = np.repeat(np.arange(B), np.diff(offsets))  # UNSORTED: sort within each stream, stably
-        events = events[np.lexsort((events["t"], sample))]
-    raise AssertionError("the compiled STC pass found stably sorted streams unsorted")
-
-
 def stc_batch(
     batch: EventBatch,
     sensor_size: Sequence[int],
@@ -623,7 +611,8 @@ def stc_batch(
     if n == 0:
         return out.float().view(timesteps, B, 2, ho, wo)
     if compiled:
-        flat = _compiled_stc_batch(events, offsets, width, height, f, ho, wo, prm)
+        weights = _exp_weights(timesteps, fine, prm.kappa) if prm.r > 1 else None
+        flat = _compiled_stc(events, offsets, width, height, f, ho, wo, prm, weights)
         if flat is not None:
             return torch.from_numpy(flat.astype(np.float32, copy=False)).view(timesteps, B, 2, ho, wo)
     xs, ys = _coordinates(events, width, height)
