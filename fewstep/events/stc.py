@@ -179,8 +179,6 @@ def _params(*args: object) -> _Params:
     return _cached_params(*args)
 
 
-
-
 def _coordinates(ev: np.ndarray, width: int, height: int,
                  buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``x`` and ``y`` of :data:`EVENT_DTYPE` events as contiguous int32 arrays (written into

@@ -34,7 +34,6 @@ OK, UNSORTED, OUT_OF_SENSOR, SPAN_TOO_LONG = 0, 1, 2, 3
 INT64_MAX = 2**63 - 1
 
 
-
 @functools.lru_cache(maxsize=64)
 def _ones(fine: int) -> np.ndarray:
     """Unit weights for counting, float32 like the output (a float64 weight would make every
@@ -66,12 +65,12 @@ def _build(cache: bool = True) -> tuple[Callable[..., int], Callable[..., int]]:
         span = 0
         if by_time:
             if t_last < t_first:
-                return 1
+                return UNSORTED
             if t_first < 0 and t_last > INT64_MAX + t_first:
-                return 3  # the span itself overflows int64
+                return SPAN_TOO_LONG  # the span itself overflows int64
             span = t_last - t_first
             if span > INT64_MAX // fine - 1:
-                return 3  # (k + 1) * span could overflow below
+                return SPAN_TOO_LONG  # (k + 1) * span could overflow below
         uw, uh, uf, uwo = np.uint64(width), np.uint64(height), np.uint64(f), np.uint64(wo)
         lo = 0
         previous = t_first
@@ -99,30 +98,30 @@ def _build(cache: bool = True) -> tuple[Callable[..., int], Callable[..., int]]:
                 for i in range(np.uint64(lo), np.uint64(hi)):
                     ti = t[i]
                     if ti < previous:
-                        return 1
+                        return UNSORTED
                     previous = ti
                     v = np.uint64(xy[i])  # x in the low 16 bits, y in the high; negative ones read as >= 2**15
                     xi = v & np.uint64(0xFFFF)
                     yi = v >> np.uint64(16)
                     if xi >= uw or yi >= uh:
-                        return 2
+                        return OUT_OF_SENSOR
                     out[base + (plane if p[i] > 0 else np.uint64(0)) + yi * uwo + xi] += w
             else:
                 for i in range(np.uint64(lo), np.uint64(hi)):
                     ti = t[i]
                     if ti < previous:
-                        return 1
+                        return UNSORTED
                     previous = ti
                     v = np.uint64(xy[i])
                     xi = v & np.uint64(0xFFFF)
                     yi = v >> np.uint64(16)
                     if xi >= uw or yi >= uh:
-                        return 2
+                        return OUT_OF_SENSOR
                     out[base + (plane if p[i] > 0 else np.uint64(0)) + (yi // uf) * uwo + xi // uf] += w
             lo = hi
             if hi == n:
                 break
-        return 0
+        return OK
 
     @numba.njit(cache=cache, nogil=True)
     def batch(xy, t, p, offsets, width, height, f, ho, wo, fine, r, by_time, weights,
@@ -136,7 +135,7 @@ def _build(cache: bool = True) -> tuple[Callable[..., int], Callable[..., int]]:
                                 weights, out, s * sample_size, samples * sample_size)
                 if status != 0:
                     return status
-        return 0
+        return OK
 
     return stream, batch
 
