@@ -1,5 +1,5 @@
 """Helpers the accuracy benchmarks share: statistics over seeds, percent formatting, recipe
-override strings and an append-only log file.
+override strings, an append-only log file, and the set-up and write-out of a sweep of runs.
 
 The scripts run as ``python benchmarks/<name>.py`` (this folder is then on ``sys.path``) or are
 loaded by file path in the tests; each puts this folder on ``sys.path`` before importing.
@@ -7,8 +7,12 @@ loaded by file path in the tests; each puts this folder on ``sys.path`` before i
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
+import os
+import platform
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,3 +52,59 @@ def file_logger(path: Path) -> Callable[[str], None]:
             fh.write(msg + "\n")
 
     return log
+
+
+def set_threads(requested: int | None) -> int:
+    """Set torch's threads to ``requested`` (or from ``$FEWSTEP_THREADS`` when None or 0) and
+    return the count before, for the caller to restore."""
+    import torch
+
+    from fewstep.train.engine import threads_from_env
+
+    before = torch.get_num_threads()
+    if requested:
+        torch.set_num_threads(requested)
+    else:
+        threads_from_env()
+    return before
+
+
+def sweep_logger(out: Path) -> Callable[[str], None]:
+    """A ``log`` for a sweep: every message to ``<out>/log.txt``, progress lines (those starting
+    with ``[``) to stderr too."""
+    log_file = file_logger(out / "log.txt")
+
+    def log(msg: str) -> None:
+        log_file(msg)
+        if msg.startswith("["):
+            print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+def run_meta(script: str, argv: Sequence[str] | None, started: _dt.datetime, wall: float, threads: int,
+             args: Any) -> dict[str, Any]:
+    """The fields every sweep's ``meta`` records: when, how long, the command, seeds, device,
+    threads and the software versions (``args`` needs ``seeds``, ``device`` and ``data_root``)."""
+    import torch
+
+    from fewstep import __version__
+
+    return {"date_utc": started.isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
+            "command": " ".join([Path(sys.argv[0]).name if argv is None else script,
+                                 *(sys.argv[1:] if argv is None else argv)]),
+            "seeds": list(args.seeds), "device": args.device, "threads": threads, "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "data_root": args.data_root, "fewstep_version": __version__}
+
+
+def write_results(out: Path, meta: dict[str, Any], results: dict, summary: dict, table: str,
+                  wall: float) -> dict[str, Any]:
+    """Write ``<out>/results.json`` (meta, results, summary) and ``<out>/results.md`` (the
+    table), print the table, and return the JSON payload."""
+    payload = {"meta": meta, "results": results, "summary": summary}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "results.md").write_text(table + "\n")
+    print(table, flush=True)
+    print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
+    return payload

@@ -39,7 +39,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import file_logger, mean_std, pct, pct_stat, toml_str
+from bench_common import mean_std, pct, pct_stat, run_meta, set_threads, sweep_logger, toml_str, write_results
 
 VARIANTS = ("stc", "lif", "stc+pretrain")
 DEFAULT_VARIANTS = ("stc", "lif")
@@ -263,22 +262,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from fewstep.train.engine import threads_from_env
-
-    threads_before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    else:
-        threads_from_env()
+    threads_before = set_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache_dir or out / "cache").resolve()
-    log_file = file_logger(out / "log.txt")
-
-    def log(msg: str) -> None:
-        log_file(msg)
-        if msg.startswith("["):
-            print(msg, file=sys.stderr, flush=True)
+    log = sweep_logger(out)
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -296,33 +284,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     first = next(iter(next(iter(next(iter(results.values())).values())).values()))
-    meta = {"date_utc": started.isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
-            "command": " ".join([Path(sys.argv[0]).name if argv is None else "nmnist_ablation.py",
-                                 *(sys.argv[1:] if argv is None else argv)]),
-            "seeds": list(args.seeds), "timesteps": list(args.timesteps), "variants": list(args.variants),
-            "epochs": args.epochs, "device": args.device, "threads": threads, "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "data_root": args.data_root, "dataset": first["dataset"],
-            "dataset_label": ("real N-MNIST subset, nmnist-small" if first["dataset"] == "nmnist"
-                              else f"dataset {first['dataset']} with the N-MNIST recipes"),
-            "train_samples": first["train_samples"], "test_samples": first["test_samples"],
-            "recipes": {v: {str(t): variant_recipe(v, t)[0] for t in args.timesteps} for v in args.variants},
-            "pretrain_dataset": args.pretrain_dataset or "saccade-mnist", "pretrain_epochs": args.pretrain_epochs,
-            "pretrain_train_limit": args.pretrain_train_limit, "pretrain_test_limit": args.pretrain_test_limit}
-    try:
-        from fewstep import __version__
-
-        meta["fewstep_version"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    meta = run_meta("nmnist_ablation.py", argv, started, wall, threads, args) | {
+        "timesteps": list(args.timesteps), "variants": list(args.variants), "epochs": args.epochs,
+        "dataset": first["dataset"],
+        "dataset_label": ("real N-MNIST subset, nmnist-small" if first["dataset"] == "nmnist"
+                          else f"dataset {first['dataset']} with the N-MNIST recipes"),
+        "train_samples": first["train_samples"], "test_samples": first["test_samples"],
+        "recipes": {v: {str(t): variant_recipe(v, t)[0] for t in args.timesteps} for v in args.variants},
+        "pretrain_dataset": args.pretrain_dataset or "saccade-mnist", "pretrain_epochs": args.pretrain_epochs,
+        "pretrain_train_limit": args.pretrain_train_limit, "pretrain_test_limit": args.pretrain_test_limit}
     summary = summarise(results)
-    table = markdown_table(results, summary, args.seeds, meta)
-    payload = {"meta": meta, "results": results, "summary": summary}
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / "results.md").write_text(table + "\n")
-    print(table, flush=True)
-    print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
-    return payload
+    return write_results(out, meta, results, summary, markdown_table(results, summary, args.seeds, meta), wall)
 
 
 if __name__ == "__main__":

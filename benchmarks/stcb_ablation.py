@@ -58,7 +58,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -67,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import file_logger, mean_std, pct, pct_stat, toml_str
+from bench_common import mean_std, pct, pct_stat, run_meta, set_threads, sweep_logger, toml_str, write_results
 
 GRADIENTS = ("equivalent", "surrogate", "ann")
 GRADIENT_LABELS = {"equivalent": "STCB, spike-train-level equivalent gradient",
@@ -313,23 +312,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from fewstep.train.engine import threads_from_env
-
     register_ann_model()
-    threads_before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    else:
-        threads_from_env()
+    threads_before = set_threads(args.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (out / "cache").resolve()
-    log_file = file_logger(out / "log.txt")
-
-    def log(msg: str) -> None:
-        log_file(msg)
-        if msg.startswith("["):
-            print(msg, file=sys.stderr, flush=True)
+    log = sweep_logger(out)
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -352,36 +340,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     first = next(iter(next(iter(next(iter(results.values())).values())).values()))
     spec = DATASETS[args.dataset]
-    meta = {"date_utc": started.isoformat(timespec="seconds"), "wall_seconds": round(wall, 1),
-            "command": " ".join([Path(sys.argv[0]).name if argv is None else "stcb_ablation.py",
-                                 *(sys.argv[1:] if argv is None else argv)]),
-            "dataset_choice": args.dataset, "dataset": first["dataset"],
-            "dataset_label": spec["label"], "lossy_jpeg_copy": first["dataset"] == "cifar10-jpeg",
-            "seeds": list(args.seeds), "timesteps": list(args.timesteps), "gradients": list(args.gradients),
-            "epochs": args.epochs or first["epochs"], "epochs_overridden": bool(args.epochs),
-            "train_limit": args.train_limit, "test_limit": args.test_limit,
-            "train_samples": first["train_samples"], "test_samples": first["test_samples"],
-            "energy_preset": first["energy"].get("preset"),
-            "device": args.device, "threads": threads, "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "data_root": args.data_root,
-            "recipes": {g: {("ANN" if g == "ann" else str(t)): variant_recipe(args.dataset, g, t)[0]
-                            for t in ([1] if g == "ann" else args.timesteps)} for g in args.gradients},
-            "labels": {g: GRADIENT_LABELS[g] for g in args.gradients}}
-    try:
-        from fewstep import __version__
-
-        meta["fewstep_version"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    meta = run_meta("stcb_ablation.py", argv, started, wall, threads, args) | {
+        "dataset_choice": args.dataset, "dataset": first["dataset"],
+        "dataset_label": spec["label"], "lossy_jpeg_copy": first["dataset"] == "cifar10-jpeg",
+        "timesteps": list(args.timesteps), "gradients": list(args.gradients),
+        "epochs": args.epochs or first["epochs"], "epochs_overridden": bool(args.epochs),
+        "train_limit": args.train_limit, "test_limit": args.test_limit,
+        "train_samples": first["train_samples"], "test_samples": first["test_samples"],
+        "energy_preset": first["energy"].get("preset"),
+        "recipes": {g: {("ANN" if g == "ann" else str(t)): variant_recipe(args.dataset, g, t)[0]
+                        for t in ([1] if g == "ann" else args.timesteps)} for g in args.gradients},
+        "labels": {g: GRADIENT_LABELS[g] for g in args.gradients}}
     summary = summarise(results)
-    table = markdown_table(results, summary, args.seeds, meta)
-    payload = {"meta": meta, "results": results, "summary": summary}
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / "results.md").write_text(table + "\n")
+    payload = write_results(out, meta, results, summary, markdown_table(results, summary, args.seeds, meta), wall)
     (out / "results.partial.json").unlink(missing_ok=True)
-    print(table, flush=True)
-    print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
     return payload
 
 
