@@ -78,23 +78,18 @@ QUICK_EVENT_LIMITS = ["data.options.train_limit=320", "data.options.test_limit=1
 
 def pct(stat: dict[str, Any] | float | None, digits: int = 2) -> str:
     """``mean ± std`` (or a single value) of fractions, in percent."""
+    return num(stat, digits, scale=100)
+
+
+def num(stat: dict[str, Any] | float | None, digits: int = 2, suffix: str = "", scale: float = 1) -> str:
+    """``mean ± std`` (or a single value) times ``scale``, ``-`` when missing."""
     if stat is None:
         return "-"
     if isinstance(stat, dict):
         if stat["mean"] is None:
             return "-"
-        return f"{100 * stat['mean']:.{digits}f} ± {100 * stat['std']:.{digits}f}"
-    return f"{100 * stat:.{digits}f}"
-
-
-def num(stat: dict[str, Any] | float | None, digits: int = 2, suffix: str = "") -> str:
-    if stat is None:
-        return "-"
-    if isinstance(stat, dict):
-        if stat["mean"] is None:
-            return "-"
-        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}{suffix}"
-    return f"{stat:.{digits}f}{suffix}"
+        return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}{suffix}"
+    return f"{scale * stat:.{digits}f}{suffix}"
 
 
 def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
