@@ -1,13 +1,18 @@
 """Chooses the implementation of a multi-step neuron run.
 
-The pure-PyTorch reference (:func:`fewstep.neurons.functional.neuron_multistep`) is the CPU
-path and the oracle. Fused kernels register themselves here and are picked automatically for
-the tensors they support; set ``FEWSTEP_REFERENCE=1`` (or ``FEWSTEP_KERNELS=reference``) to
-force the reference everywhere.
+The pure-PyTorch reference (:func:`fewstep.neurons.functional.neuron_multistep`) is the oracle
+and the fallback. Fused kernels register themselves here and are picked automatically for the
+tensors they support, in registration order:
 
-The built-in kernels (:mod:`fewstep.kernels`, Triton, optional) are imported lazily, on the
-first call with a GPU tensor (or with ``FEWSTEP_KERNELS=triton``), so ``import fewstep`` works
-without Triton and CPU-only runs never import it. A kernel is called as
+* the Triton kernel (:mod:`fewstep.kernels.triton_neuron`, optional), imported lazily on the first
+  call with a GPU tensor (or with ``FEWSTEP_KERNELS=triton``), so ``import fewstep`` works without
+  Triton and CPU-only runs never import it;
+* the CPU kernel (:mod:`fewstep.kernels.cpu_neuron`), compiled on the first CPU call; where it
+  cannot be built it warns once and the reference runs.
+
+``FEWSTEP_KERNELS`` chooses: ``auto`` (default), ``cpu`` (the same), ``triton`` (Triton only: how
+the tests run it under the interpreter on CPU), ``reference`` (no kernel; so does
+``FEWSTEP_REFERENCE=1``). A kernel is called as
 ``kernel(x_seq, params, v0, need_membrane=...)`` and returns a :class:`StepOutput` or ``None``
 when it does not handle the call. With ``need_membrane=False`` a kernel may skip the membrane
 ``[T, ...]`` and return ``StepOutput.membrane = None``; the reference always returns it.
@@ -55,7 +60,9 @@ def _load_builtin_kernels() -> None:
         return
     _BUILTINS_LOADED = True
     try:
-        import fewstep.kernels  # noqa: F401  (registers the Triton kernel when Triton imports)
+        from fewstep.kernels import load_triton
+
+        load_triton()  # registers the Triton kernel when Triton imports
     except Exception as exc:  # pragma: no cover - a broken optional dependency must not break fewstep
         warnings.warn(f"fewstep: fused kernels unavailable ({exc!r}); using the PyTorch reference", stacklevel=3)
 
@@ -76,3 +83,12 @@ def multistep(
             if out is not None:
                 return out
     return neuron_multistep(x_seq, p, v0)
+
+
+def _register_cpu_kernel() -> None:
+    from fewstep.kernels.cpu_neuron import dispatch_kernel  # imports no compiler: it builds on first use
+
+    register_kernel(dispatch_kernel)
+
+
+_register_cpu_kernel()
