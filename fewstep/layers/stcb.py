@@ -89,6 +89,7 @@ from torch import nn
 
 from ..neurons import IF
 from ..neurons.functional import StepOutput
+from .fast import BatchNorm2d
 from .timefold import TimeFold
 
 __all__ = [
@@ -300,7 +301,7 @@ class STCB(nn.Module):
         pad = kernel_size // 2 if padding is None else padding
         layers = [*pre, nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=pad, bias=not bn)]
         if bn:
-            layers.append(nn.BatchNorm2d(c_out))
+            layers.append(BatchNorm2d(c_out))
         return cls(TimeFold(*layers), conversion, **conversion_kw)
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import TimeFold
+from ..layers import BatchNorm2d, Dropout, MaxPool2d, TimeFold
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
@@ -19,14 +19,14 @@ class SmallCNN(SpikingModel):
         c, h, w = input_shape
         c1, c2 = channels
         pool = h >= 16
-        self.stem = nn.Sequential(nn.Conv2d(c, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1))
+        self.stem = nn.Sequential(nn.Conv2d(c, c1, 3, padding=1, bias=False), BatchNorm2d(c1))
         side = h // 4 if pool else h
         side_w = w // 4 if pool else w
         self.body = nn.Sequential(
             neuron.build(),
-            TimeFold(*( [nn.MaxPool2d(2)] if pool else [] ), nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2)),
+            TimeFold(*( [MaxPool2d(2)] if pool else [] ), nn.Conv2d(c1, c2, 3, padding=1, bias=False), BatchNorm2d(c2)),
             neuron.build(),
-            TimeFold(*( [nn.MaxPool2d(2)] if pool else [] ), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c2 * side * side_w, hidden)),
+            TimeFold(*( [MaxPool2d(2)] if pool else [] ), nn.Flatten(), Dropout(dropout), nn.Linear(c2 * side * side_w, hidden)),
             neuron.build(),
             TimeFold(nn.Linear(hidden, num_classes)),
         )

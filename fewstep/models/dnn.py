@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import TimeFold
+from ..layers import Dropout, MaxPool2d, TimeFold
 from ..neurons import NeuronParams, SpikingNeuron
 from .base import SpikingModel
 from .registry import register_model
@@ -52,7 +52,7 @@ from .vgg import VGG_CONFIGS, check_head_options, scale_channels
 
 LEAK_MIN = 1e-3  # the smallest leak a ConvertedIF uses (the parameter may wander below; its value is clamped)
 
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 CLASSIFIERS = ("gap", "flatten")
 
 # DNN model name -> the registered SNN it converts into.
@@ -265,7 +265,7 @@ def small_cnn_layers(input_shape: tuple[int, ...], num_classes: int, act: Activa
         act(),
         TimeFold(_conv(c1, c2), *p),
         act(),
-        TimeFold(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c2 * side_h * side_w, hidden)),
+        TimeFold(nn.Flatten(), Dropout(dropout), nn.Linear(c2 * side_h * side_w, hidden)),
         act(),
         TimeFold(nn.Linear(hidden, num_classes)),
     )
@@ -309,7 +309,7 @@ def vgg_layers(input_shape: tuple[int, ...], num_classes: int, act: Activation, 
     else:
         head = [nn.Flatten()]
         in_features = width * (h >> n_pools) * (w >> n_pools)
-    head += [nn.Dropout(dropout), nn.Linear(in_features, num_classes)]
+    head += [Dropout(dropout), nn.Linear(in_features, num_classes)]
     body = nn.Sequential(OrderedDict(features=nn.Sequential(*features), classifier=TimeFold(*head)))
     return stem, body
 

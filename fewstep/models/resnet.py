@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import TimeFold
+from ..layers import BatchNorm2d, Dropout, TimeFold
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
@@ -24,7 +24,7 @@ from .vgg import check_head_options, scale_channels
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> TimeFold:
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
-    return TimeFold(conv, nn.BatchNorm2d(c_out))
+    return TimeFold(conv, BatchNorm2d(c_out))
 
 
 class BasicBlock(nn.Module):
@@ -75,7 +75,7 @@ class SpikingResNet(SpikingModel):
         chans = [scale_channels(w, width_mult) for w in widths]
 
         self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], chans[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(chans[0]))
+                                  BatchNorm2d(chans[0]))
         layers: OrderedDict[str, nn.Module] = OrderedDict(sn0=neuron.build())
         c_in = chans[0]
         for i, (c_out, depth) in enumerate(zip(chans, depths)):
@@ -83,7 +83,7 @@ class SpikingResNet(SpikingModel):
                       for j in range(depth)]
             layers[f"layer{i + 1}"] = nn.Sequential(*blocks)
             c_in = c_out
-        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout)]
         if hidden is None:
             layers["classifier"] = TimeFold(*pool, nn.Linear(c_in, num_classes))
         else:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import TimeFold
+from ..layers import BatchNorm2d, Dropout, TimeFold
 from ..layers.scb import SCB, SYNAPSE_KINDS, Synapse
 from ..neurons import NeuronSpec
 from .base import SpikingModel
@@ -79,7 +79,7 @@ class SCBNet(SpikingModel):
         syn = {"decay": float(synapse_decay), "learnable": learnable_synapse, "per_channel": per_channel_synapse,
                "kernel_size": synapse_kernel}
         width = scale_channels(cfg[0], width_mult)
-        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), BatchNorm2d(width))
         features: list[nn.Module] = [Synapse(synapse, width, **syn), neuron.build()]
         pending: list[nn.Module] = []  # pools waiting for the next conv
         for v in cfg[1:]:
@@ -87,7 +87,7 @@ class SCBNet(SpikingModel):
                 pending.append(POOLS[pool](2))
             elif isinstance(v, int) and not isinstance(v, bool):
                 out = scale_channels(v, width_mult)
-                conv = [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out)]
+                conv = [nn.Conv2d(width, out, 3, padding=1, bias=False), BatchNorm2d(out)]
                 features += [SCB(*pending, *conv, synapse=synapse, channels=out, **syn), neuron.build()]
                 pending, width = [], out
             else:
@@ -100,11 +100,11 @@ class SCBNet(SpikingModel):
             flat = [*pending, nn.Flatten()]
             in_features = width * (h >> n_pools) * (w >> n_pools)
         if hidden:
-            fc = [*flat, nn.Dropout(dropout), nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden)]
+            fc = [*flat, Dropout(dropout), nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden)]
             features += [SCB(*fc, synapse=synapse, channels=hidden, **syn), neuron.build()]
-            head = TimeFold(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            head = TimeFold(Dropout(dropout), nn.Linear(hidden, num_classes))
         else:
-            head = TimeFold(*flat, nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+            head = TimeFold(*flat, Dropout(dropout), nn.Linear(in_features, num_classes))
         self.body = nn.Sequential(OrderedDict(features=nn.Sequential(*features), classifier=head))
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import TimeFold
+from ..layers import BatchNorm2d, Dropout, TimeFold
 from ..layers.stcb import FORWARDS, GRADIENTS, STCB, ConversionSpec
 from ..neurons import NeuronSpec
 from .base import SpikingModel
@@ -90,7 +90,7 @@ class STCBVGG(SpikingModel):
                                                    f"(needs at least {2 ** n_pools}x{2 ** n_pools})")
 
         width = scale_channels(cfg[0], width_mult)
-        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), BatchNorm2d(width))
         features: list[nn.Module] = [conversion.build()]  # the conversion of the stem's STCB
         pending: list[nn.Module] = []
         for v in cfg[1:]:
@@ -113,7 +113,7 @@ class STCBVGG(SpikingModel):
         if hidden is not None:
             layers["hidden"] = STCB.linear(in_features, hidden, bn=True, pre=tuple(head), conversion=conversion.build())
             head, in_features = [], hidden
-        layers["classifier"] = TimeFold(*head, nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+        layers["classifier"] = TimeFold(*head, Dropout(dropout), nn.Linear(in_features, num_classes))
         self.body = nn.Sequential(layers)
 
 
@@ -154,7 +154,7 @@ class STCBResNet(SpikingModel):
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden!r}")
         chans = [scale_channels(w, width_mult) for w in widths]
         self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], chans[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(chans[0]))
+                                  BatchNorm2d(chans[0]))
         layers: OrderedDict[str, nn.Module] = OrderedDict(sn0=conversion.build())
         c_in = chans[0]
         for i, (c_out, depth) in enumerate(zip(chans, depths)):
@@ -162,7 +162,7 @@ class STCBResNet(SpikingModel):
                 STCBBasicBlock(c_in if j == 0 else c_out, c_out, (1 if i == 0 else 2) if j == 0 else 1, conversion)
                 for j in range(depth)])
             c_in = c_out
-        pool = (nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        pool = (nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout))
         if hidden is None:
             layers["classifier"] = TimeFold(*pool, nn.Linear(c_in, num_classes))
         else:

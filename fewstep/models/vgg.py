@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import TimeFold
+from ..layers import BatchNorm2d, Dropout, MaxPool2d, TimeFold
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
@@ -32,7 +32,7 @@ VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg_bench": (64, 64, "M", 128, 128, "M", 256, 256, "M"),
 }
 
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 CLASSIFIERS = ("gap", "flatten")
 
 _UNSET = object()
@@ -57,7 +57,7 @@ def scale_channels(channels: int, width_mult: float) -> int:
 
 
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), BatchNorm2d(c_out)]
 
 
 class SpikingVGG(SpikingModel):
@@ -113,7 +113,7 @@ class SpikingVGG(SpikingModel):
         else:
             head = [*pending, nn.Flatten()]
             in_features = width * (h >> n_pools) * (w >> n_pools)
-        head += [nn.Dropout(dropout), nn.Linear(in_features, num_classes)]
+        head += [Dropout(dropout), nn.Linear(in_features, num_classes)]
         self.body = nn.Sequential(OrderedDict(features=nn.Sequential(*features), classifier=TimeFold(*head)))
 
 
