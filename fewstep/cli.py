@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if args.command in ("train", "quickstart", "eval", "convert"):
+        from .runtime import tune_allocator
+
+        tune_allocator()  # keep freed activations for reuse instead of faulting them in each step
     try:
         if args.command == "train":
             return cmd_train(args, args.recipe)

@@ -69,6 +69,7 @@ class TrainConfig:
     init_checkpoint: str = ""  # start from these weights (e.g. a converted SNN) instead of random init
     tensorboard: bool = False  # write TensorBoard scalars to out_dir/tb (needs the tensorboard package)
     energy_preset: str = "45nm-float"  # energy constants for the report (45nm-float | 45nm-int)
+    compile: bool = False  # torch.compile the whole model (opt-in; results equal eager up to rounding)
 
 
 @dataclass

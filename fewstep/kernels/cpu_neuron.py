@@ -230,6 +230,7 @@ def _repeated_step(x_seq: torch.Tensor) -> torch.Tensor | None:
     return base
 
 
+@torch.compiler.disable  # ctypes is opaque to dynamo: run eagerly (a graph break) so autograd stays right
 def cpu_multistep(
     x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = None, need_membrane: bool = False
 ) -> StepOutput:

@@ -154,7 +154,7 @@ def autocast_for(recipe: Recipe, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, feed: DeviceFeed, autocast: contextlib.AbstractContextManager | None = None,
              world: int = 1) -> list[float]:
     """Accuracy at every step t = 1..T (prediction from the mean of the first t outputs)."""
@@ -307,6 +307,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
                 fn(*args)
 
     net: nn.Module = dist_utils.wrap(model, ctx.device) if world > 1 else model
+    if t.compile:
+        net = torch.compile(net)  # the state dict, checkpoints and evaluation keep using ``model``
     autocast = autocast_for(recipe, ctx.device)
     bar_factory = _progress_factory(progress and ctx.is_main)
 
@@ -390,6 +392,7 @@ def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, histor
         "seed": recipe.train.seed,
         "device": str(ctx.device) if ctx.device.type == "cpu" else torch.cuda.get_device_name(ctx.device),
         "world_size": ctx.world,
+        "threads": torch.get_num_threads(),
         "train_samples": len(splits.train),
         "test_samples": len(splits.test),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -416,8 +419,28 @@ def _progress_factory(enabled: bool):
     return lambda **kw: tqdm(leave=False, dynamic_ncols=True, **kw)
 
 
-def threads_from_env() -> None:
-    """Honour ``FEWSTEP_THREADS`` for CPU runs (default: torch's choice)."""
-    n = os.environ.get("FEWSTEP_THREADS")
-    if n:
-        torch.set_num_threads(int(n))
+def configure_threads(requested: int | None = None) -> int:
+    """Set PyTorch's CPU threads to ``requested``, else ``$FEWSTEP_THREADS``, else the number of
+    cores this process may run on; returns the count (recorded in ``report.json``)."""
+    n: int | None = requested
+    if not n:
+        text = os.environ.get("FEWSTEP_THREADS", "").strip()
+        if text:
+            try:
+                n = int(text)
+            except ValueError:
+                raise FewstepError(f"FEWSTEP_THREADS must be a positive integer, got {text!r}") from None
+            if n < 1:
+                raise FewstepError(f"FEWSTEP_THREADS must be a positive integer, got {text!r}")
+    if not n:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n < 1:
+        raise FewstepError(f"the thread count must be >= 1, got {n}")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def threads_from_env() -> int:
+    """Honour ``FEWSTEP_THREADS`` for CPU runs (default: every core); see :func:`configure_threads`."""
+    return configure_threads()
