@@ -408,6 +408,59 @@ def bench_networks(args, fl: dict[str, float]) -> list[dict]:
     return rows
 
 
+# -------------------------------------------------------------------------------- end to end
+
+
+def bench_end_to_end(args) -> dict | None:
+    """``fewstep train mnist-lif-t2`` for one epoch on ``--e2e-samples`` training images (data feed,
+    the per-epoch test evaluation, the checkpoint and report) against the raw training step of the
+    same model, optimizer, loss and batch, measured just before and after in this process."""
+    if args.data_root is None:
+        return None
+    import statistics
+    import tempfile
+
+    from fewstep.config import load_recipe
+    from fewstep.neurons import reset_net
+    from fewstep.train import train
+    from fewstep.train.data_feed import DeviceFeed
+    from fewstep.train.engine import make_loss, make_model, make_optimizer, prepare_data, seed_everything
+
+    n = args.e2e_samples
+    recipe = load_recipe("mnist-lif-t2", ["train.epochs=1", f"data.train_limit={n}"])
+    seed_everything(0)
+    splits = prepare_data(recipe, args.data_root)
+    model = make_model(recipe, splits)
+    opt, loss_fn = make_optimizer(recipe, model), make_loss(recipe, model)
+    feed = DeviceFeed(splits.train, recipe.data.batch_size, torch.device("cpu"), train=True,
+                      crop_padding=recipe.data.crop_padding)
+    batches = [b for _, b in zip(range(12), feed.epoch(0))]
+
+    def raw() -> float:
+        times = []
+        for x, y in batches:
+            t = time.perf_counter()
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            reset_net(model)
+            times.append(time.perf_counter() - t)
+        return recipe.data.batch_size / statistics.median(times[2:])
+
+    before = raw()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        report = train(recipe, tmp, device="cpu", data_root=args.data_root, progress=False, log=lambda s: None)
+        wall = time.perf_counter() - t0
+    after = raw()
+    step = statistics.mean([before, after])
+    e2e = n / report["train_seconds"]
+    return {"samples": n, "raw_step_img_s": step, "raw_before": before, "raw_after": after,
+            "train_seconds": report["train_seconds"], "end_to_end_img_s": e2e, "fraction_of_raw": e2e / step,
+            "wall_seconds_incl_setup": wall, "test_samples": report["test_samples"]}
+
+
 # ------------------------------------------------------------------------------------- report
 
 
@@ -417,7 +470,7 @@ def _ratio(a: float | None, b: float | None, higher_is_better: bool) -> str:
     return f"{(a / b) if higher_is_better else (b / a):.2f}x"
 
 
-def table(meta: dict, fl: dict, neurons: list[dict], nets: list[dict]) -> str:
+def table(meta: dict, fl: dict, neurons: list[dict], nets: list[dict], e2e: dict | None = None) -> str:
     lines = [f"CPU: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, allocator {meta['allocator']}, "
              f"load average before {meta['load_before']}, after {meta['load_after']}; {meta['date_utc']}",
              f"compute floor {fl['gemm_gflops']:.0f} GFLOP/s (torch.mm 2048^3), bandwidth floor "
@@ -448,6 +501,11 @@ def table(meta: dict, fl: dict, neurons: list[dict], nets: list[dict]) -> str:
                 f"| {r['network']} | {r['system']} | {r['train_img_s']:.0f} | {r['train_pct_compute']:.0f} % | "
                 f"{'' if own else _ratio(base.get('train_img_s'), r['train_img_s'], True)} | "
                 f"{r['infer_img_s']:.0f} | {'' if own else _ratio(base.get('infer_img_s'), r['infer_img_s'], True)} |")
+    if e2e:
+        lines += ["", f"End to end: `fewstep train mnist-lif-t2`, one epoch on {e2e['samples']:,} images plus the "
+                      f"{e2e['test_samples']:,}-image test evaluation and the checkpoint: {e2e['end_to_end_img_s']:.0f} "
+                      f"img/s against {e2e['raw_step_img_s']:.0f} img/s for the raw step (same optimizer, loss and "
+                      f"batch): {100 * e2e['fraction_of_raw']:.0f} % of it."]
     return "\n".join(lines)
 
 
@@ -467,7 +525,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the tests: tiny sizes, 1 repetition
     ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 9, quick 5)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: $FEWSTEP_THREADS or all cores)")
-    ap.add_argument("--sections", default="neurons,networks", help="comma-separated: neurons, networks")
+    ap.add_argument("--sections", default="neurons,networks,e2e", help="comma-separated: neurons, networks, e2e")
+    ap.add_argument("--data-root", default=os.environ.get("FEWSTEP_DATA"),
+                    help="folder with mnist/ for the e2e section (default $FEWSTEP_DATA; skipped without)")
+    ap.add_argument("--e2e-samples", type=int, default=30_000, help="training images in the e2e epoch")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json / results.md")
     ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
@@ -483,9 +544,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.reps < 1:
         ap.error("--reps must be >= 1")
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sections - {"neurons", "networks"}
+    unknown = sections - {"neurons", "networks", "e2e"}
     if unknown:
-        ap.error(f"unknown section(s) {sorted(unknown)}; choose from neurons, networks")
+        ap.error(f"unknown section(s) {sorted(unknown)}; choose from neurons, networks, e2e")
     from fewstep.train.engine import configure_threads
 
     threads = configure_threads(args.threads)
@@ -500,10 +561,11 @@ def main(argv: list[str] | None = None) -> dict:
     fl = floors(args.reps)
     neurons = bench_neurons(args, fl) if "neurons" in sections else []
     nets = bench_networks(args, fl) if "networks" in sections else []
+    e2e = bench_end_to_end(args) if "e2e" in sections and not args.smoke else None
     meta["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    text = table(meta, fl, neurons, nets)
+    text = table(meta, fl, neurons, nets, e2e)
     print(text)
-    payload = {"meta": meta, "floors": fl, "neurons": neurons, "networks": nets}
+    payload = {"meta": meta, "floors": fl, "neurons": neurons, "networks": nets, "end_to_end": e2e}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")

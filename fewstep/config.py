@@ -35,6 +35,12 @@ class DataConfig:
     flip: bool = False  # random horizontal flip
     train_limit: int = 0  # use only the first N training samples (0 = all)
     test_limit: int = 0
+    # Hold out this many training samples as a validation split (a permutation seeded by val_seed,
+    # the same for every train.seed): per-epoch evaluation then runs on it and the test split is
+    # scored once, after the last epoch. 0: no validation split (per-epoch test accuracy, as before).
+    val_size: int = 0
+    val_seed: int = 0
+    eval_flip: bool = False  # evaluate on the mean logits of each image and its horizontal mirror
     options: dict = field(default_factory=dict)  # passed to the dataset loader
 
 
@@ -148,7 +154,7 @@ def _validate(r: Recipe, source: str | None) -> None:
     d, m, n, t = r.data, r.model, r.neuron, r.train
     _positive("data.batch_size", d.batch_size, source)
     _positive("data.eval_batch_size", d.eval_batch_size, source)
-    for key in ("crop_padding", "train_limit", "test_limit"):
+    for key in ("crop_padding", "train_limit", "test_limit", "val_size", "val_seed"):
         _positive(f"data.{key}", getattr(d, key), source, allow_zero=True)
     if not 1 <= m.timesteps <= 1024:
         raise ConfigError("model.timesteps", f"must be in 1..1024, got {m.timesteps}", source)

@@ -122,11 +122,12 @@ class TensorBoardCallback:
                          ("seconds", "time/epoch_seconds")):
             if epoch_record.get(key) is not None:
                 w.add_scalar(tag, float(epoch_record[key]), step)
-        acc = list(epoch_record.get("test_accuracy_per_step") or [])
+        split = "val" if epoch_record.get("val_accuracy_per_step") is not None else "test"
+        acc = list(epoch_record.get(f"{split}_accuracy_per_step") or [])
         for t, a in enumerate(acc, 1):
-            w.add_scalar(f"test/accuracy_t{t}", float(a), step)
+            w.add_scalar(f"{split}/accuracy_t{t}", float(a), step)
         if acc:
-            w.add_scalar("test/accuracy", float(acc[-1]), step)
+            w.add_scalar(f"{split}/accuracy", float(acc[-1]), step)
         if self.monitor is not None:
             if self.monitor.attached:
                 for name, rate in self.monitor.rates().items():

@@ -47,6 +47,9 @@ TINY: dict[str, dict] = {
     "vgg16_dnn": dict(width_mult=1 / 16),
     "vgg11_converted": dict(width_mult=1 / 16),
     "vgg16_converted": dict(width_mult=1 / 16),
+    "cifar_fast": dict(width_mult=1 / 16),
+    "cifar_fast_dnn": dict(width_mult=1 / 16),
+    "cifar_fast_converted": dict(width_mult=1 / 16),
 }
 NAMES = sorted(TINY)
 

@@ -2,7 +2,8 @@
 
 :func:`convert` replaces every clipped ReLU of a DNN by a :class:`~fewstep.models.dnn.ConvertedIF`
 with ``V = a * mu`` and ``A = b * V``; every other weight is shared unchanged (no weight
-normalisation: the spike amplitude carries the activation scale). :func:`convert_checkpoint` is
+normalisation: the spike amplitude carries the activation scale), except that the batch norms
+of a DNN trained with them (``cifar_fast_dnn``) are first folded into their convolutions. :func:`convert_checkpoint` is
 ``fewstep convert``: it writes one normal fewstep checkpoint per method, whose recipe names the
 registered ``*_converted`` model, so ``fewstep eval`` evaluates it and ``fewstep train <recipe>
 --set train.init_checkpoint=PATH`` fine-tunes it.
@@ -45,7 +46,11 @@ def convert(dnn: nn.Module, factors: Sequence[LayerFactors], timesteps: int | No
     """A copy of ``dnn`` with its ``i``-th clipped ReLU replaced by a :class:`ConvertedIF` with
     ``V = factors[i].a * mu``, ``b = factors[i].b``, the factors' initial membrane and leak 1; ``timesteps`` sets a
     :class:`~fewstep.models.SpikingModel`'s steps of direct encoding. Returned in eval mode."""
-    snn = copy.deepcopy(dnn)
+    snn = copy.deepcopy(dnn).eval()
+    if any(isinstance(m, nn.BatchNorm2d) for m in snn.modules()):
+        from ..models.cifar_fast import fold_batchnorm
+
+        fold_batchnorm(snn)  # a DNN trained with BN: its SNN has the BN folded into the convs
     layers = clipped_relus(snn)
     if len(layers) != len(factors):
         raise ValueError(f"{len(factors)} factors for {len(layers)} clipped-ReLU layers")
@@ -53,7 +58,7 @@ def convert(dnn: nn.Module, factors: Sequence[LayerFactors], timesteps: int | No
         neuron = ConvertedIF().to(device=relu.mu.device, dtype=relu.mu.dtype)
         neuron.set_factors(f.v_threshold, f.b, initial_membrane=f.initial_membrane)  # after the dtype change
         _replace_module(snn, name, neuron)
-    if isinstance(snn, ConvertibleNet):
+    if isinstance(snn, ConvertibleNet) or hasattr(snn, "spiking"):
         snn.spiking = True
     if timesteps is not None:
         if not isinstance(snn, SpikingModel):

@@ -12,17 +12,17 @@ from torch import nn
 from ..config import Recipe
 from ..data import ArrayDataset, DatasetSplits
 from ..errors import CheckpointError
-from ..models.dnn import CONVERTED_NAMES, ConvertibleNet
+from ..models.dnn import CONVERTED_NAMES
 from ..train.data_feed import DeviceFeed
 
 
 def load_dnn(checkpoint: str | Path, device: str | None = "auto", data_root: str | Path | None = None,
-             ) -> tuple[Recipe, ConvertibleNet, DatasetSplits, torch.device]:
+             ) -> tuple[Recipe, nn.Module, DatasetSplits, torch.device]:
     """``(recipe, dnn, splits, device)`` of a trained ``*_dnn`` checkpoint, the DNN in eval mode."""
     from ..evaluate import load_trained
 
     recipe, model, splits, dev = load_trained(checkpoint, device, data_root)
-    if recipe.model.name not in CONVERTED_NAMES or not isinstance(model, ConvertibleNet) or model.spiking:
+    if recipe.model.name not in CONVERTED_NAMES or getattr(model, "spiking", True):
         raise CheckpointError(f"{checkpoint}: model {recipe.model.name!r} is not a convertible DNN; "
                               f"train one of {', '.join(sorted(CONVERTED_NAMES))} first")
     return recipe, model, splits, dev

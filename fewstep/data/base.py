@@ -57,6 +57,20 @@ class DatasetSplits:
     train: ArrayDataset
     test: ArrayDataset
     info: dict = field(default_factory=dict)
+    val: ArrayDataset | None = None  # held out from the training data (see hold_out_validation)
+
+    def hold_out_validation(self, size: int, seed: int = 0) -> None:
+        """Move ``size`` training samples, chosen by a permutation seeded with ``seed``, into
+        ``val``. The test split is untouched, so nothing chosen on ``val`` has seen it."""
+        n = len(self.train)
+        if not 0 < size < n:
+            raise ConfigError("data.val_size", f"must be between 1 and {n - 1} (the training split has {n} "
+                                               f"samples), got {size}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        val_idx, train_idx = order[:size].sort().values, order[size:].sort().values
+        t = self.train
+        self.val = ArrayDataset(t.inputs[val_idx], t.labels[val_idx], t.classes, t.is_sequence, t.mean, t.std)
+        self.train = ArrayDataset(t.inputs[train_idx], t.labels[train_idx], t.classes, t.is_sequence, t.mean, t.std)
 
     @property
     def num_classes(self) -> int:

@@ -230,7 +230,6 @@ def _repeated_step(x_seq: torch.Tensor) -> torch.Tensor | None:
     return base
 
 
-@torch.compiler.disable  # ctypes is opaque to dynamo: run eagerly (a graph break) so autograd stays right
 def cpu_multistep(
     x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = None, need_membrane: bool = False
 ) -> StepOutput:
@@ -280,10 +279,14 @@ def dispatch_kernel(
     CPU calls it supports when the kernel is available (warns once, then returns ``None``, when not).
 
     float64 stays on the reference, which supports double backward (``gradgradcheck``); call
-    :func:`cpu_multistep` directly to run the kernel in float64."""
+    :func:`cpu_multistep` directly to run the kernel in float64. Under ``torch.compile`` it declines
+    too, so the compiled graph holds the traceable reference."""
     if not isinstance(x_seq, torch.Tensor) or x_seq.device.type != "cpu" or x_seq.dtype != torch.float32:
         return None
-    if not _enabled():
+    if not _enabled() or torch.compiler.is_compiling():
+        # Under torch.compile the reference runs: dynamo cannot see through ctypes (tracing the
+        # kernel's autograd function gave zero gradients upstream), and inductor fuses the
+        # reference loop itself.
         return None
     if supports(x_seq, p, v0) is not None:
         return None

@@ -60,8 +60,11 @@ def available() -> bool:
 
 
 def _enabled() -> bool:
+    """Kernels on (``FEWSTEP_KERNELS``) and not being traced by ``torch.compile``: dynamo cannot see
+    through ctypes, so compiled graphs use PyTorch's own ops (which inductor fuses)."""
     mode = os.environ.get("FEWSTEP_KERNELS", "auto").strip().lower()
-    return mode in ("", "auto", "cpu") and os.environ.get("FEWSTEP_REFERENCE") != "1"
+    return (mode in ("", "auto", "cpu") and os.environ.get("FEWSTEP_REFERENCE") != "1"
+            and not torch.compiler.is_compiling())
 
 
 def _threads(n: int) -> int:
@@ -99,7 +102,6 @@ class _MaxPool2x2(torch.autograd.Function):
         return gx
 
 
-@torch.compiler.disable  # ctypes is opaque to dynamo: run eagerly so autograd stays right
 def try_max_pool2x2(x: torch.Tensor) -> torch.Tensor | None:
     """2x2 / stride 2 max pooling of ``[..., H, W]`` (contiguous float CPU, H, W >= 2) with the fused
     kernel, or ``None`` when the kernel does not handle this call or is unavailable."""
@@ -142,7 +144,6 @@ def _masked(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     return y
 
 
-@torch.compiler.disable  # ctypes is opaque to dynamo: run eagerly so autograd stays right
 def try_dropout(x: torch.Tensor, p: float) -> torch.Tensor | None:
     """Training-mode dropout of ``x`` with the fused kernel (mask seeded from PyTorch's default
     generator), or ``None`` when the kernel does not handle this call or is unavailable."""
@@ -219,7 +220,6 @@ class _BatchNormTrain(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-@torch.compiler.disable  # ctypes is opaque to dynamo: run eagerly so autograd stays right
 def try_batch_norm_train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                          eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Batch norm of ``x`` ``[N, C, ...]`` with its batch statistics: ``(y, batch mean, unbiased

@@ -57,6 +57,7 @@ CLASSIFIERS = ("gap", "flatten")
 
 # DNN model name -> the registered SNN it converts into.
 CONVERTED_NAMES = {
+    "cifar_fast_dnn": "cifar_fast_converted",  # BN folded into the convs by fewstep.convert (cifar_fast.py)
     "small_cnn_dnn": "small_cnn_converted",
     "vgg11_dnn": "vgg11_converted",
     "vgg16_dnn": "vgg16_converted",

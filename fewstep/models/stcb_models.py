@@ -186,9 +186,12 @@ def stcb_small(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int
     """Small STCB net for 28x28 Fashion-MNIST: conv32-M-conv64-M, flatten, FC-128 STCB, Linear.
 
     Options: ``gradient``, ``v_threshold``, ``width_mult``, ``forward``, ``cfg`` and those of
-    :class:`STCBVGG` (defaults here: ``classifier="flatten"``, ``hidden=128``)."""
+    :class:`STCBVGG` (defaults here: ``classifier="flatten"``, ``hidden=128``; ``hidden=0`` means no
+    hidden layer, which TOML cannot say with ``None``)."""
     kwargs.setdefault("classifier", "flatten")
     kwargs.setdefault("hidden", 128)
+    if kwargs["hidden"] == 0 and not isinstance(kwargs["hidden"], bool):
+        kwargs["hidden"] = None
     return _vgg(tuple(cfg), num_classes, input_shape, timesteps, neuron, gradient, v_threshold, forward,
                 width_mult=width_mult, **kwargs)
 

@@ -67,6 +67,8 @@ def prepare_data(recipe: Recipe, data_root: str | Path | None) -> DatasetSplits:
         splits.train = splits.train.subset(d.train_limit)
     if d.test_limit:
         splits.test = splits.test.subset(d.test_limit)
+    if d.val_size:
+        splits.hold_out_validation(d.val_size, d.val_seed)
     return splits
 
 
@@ -91,9 +93,20 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN, biases, neuron scalars
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # One fused kernel for all parameters where PyTorch has it (CPU and CUDA): on the CPU the
+    # per-tensor loop of AdamW cost more than a tenth of a small network's training step.
+    params = decay + no_decay
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
-    return torch.optim.AdamW(groups, lr=t.lr)
+        cls, kw = torch.optim.SGD, {"momentum": t.momentum, "nesterov": t.nesterov and t.momentum > 0}
+    else:
+        cls, kw = torch.optim.AdamW, {}
+    if fused:
+        try:
+            return cls(groups, lr=t.lr, fused=True, **kw)
+        except (TypeError, RuntimeError, ValueError):  # an older PyTorch, or a device it does not fuse on
+            pass
+    return cls(groups, lr=t.lr, **kw)
 
 
 def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -156,8 +169,11 @@ def autocast_for(recipe: Recipe, device: torch.device) -> contextlib.AbstractCon
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, feed: DeviceFeed, autocast: contextlib.AbstractContextManager | None = None,
-             world: int = 1) -> list[float]:
-    """Accuracy at every step t = 1..T (prediction from the mean of the first t outputs)."""
+             world: int = 1, flip: bool = False) -> list[float]:
+    """Accuracy at every step t = 1..T (prediction from the mean of the first t outputs).
+
+    ``flip``: score the mean logits of each static image and its horizontal mirror (test-time
+    augmentation; event sequences are scored as they are)."""
     was_training = model.training
     model.eval()
     correct: torch.Tensor | None = None
@@ -165,6 +181,9 @@ def evaluate(model: nn.Module, feed: DeviceFeed, autocast: contextlib.AbstractCo
     for x, y in feed.epoch(0):
         with autocast or contextlib.nullcontext():
             out = model(x)
+            reset_net(model)
+            if flip and not feed.ds.is_sequence:
+                out = (out + model(x.flip(-1))) / 2
         reset_net(model)
         counts = cumulative_accuracy(out, y)
         correct = counts if correct is None else correct + counts
@@ -255,6 +274,11 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     train_feed = DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed,
                             crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank, world=world)
     test_feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
+    # Per-epoch evaluation: on the validation split when there is one (the test split is then
+    # scored once, after the last epoch), else on the test split.
+    val_feed = (DeviceFeed(splits.val, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
+                if splits.val is not None else None)
+    eval_key = "val_accuracy_per_step" if val_feed is not None else "test_accuracy_per_step"
     steps_per_epoch = train_feed.num_batches()
     total_steps = steps_per_epoch * t.epochs
 
@@ -308,7 +332,9 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
 
     net: nn.Module = dist_utils.wrap(model, ctx.device) if world > 1 else model
     if t.compile:
-        net = torch.compile(net)  # the state dict, checkpoints and evaluation keep using ``model``
+        # The state dict, checkpoints and evaluation keep using ``model``. Inside the compiled graph
+        # the fused CPU kernels give way to PyTorch's ops, which inductor fuses instead.
+        net = torch.compile(net)
     autocast = autocast_for(recipe, ctx.device)
     bar_factory = _progress_factory(progress and ctx.is_main)
 
@@ -348,13 +374,14 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         problem = divergence_problem(epoch + 1, train_loss, model, ckpt_path)  # parameters *and* buffers
         if problem is not None:
             raise TrainingDiverged(problem)
-        acc_steps = evaluate(model, test_feed, autocast, world)  # unwrapped: DDP would sync buffers per forward
+        # unwrapped model: DDP would sync buffers per forward
+        acc_steps = evaluate(model, val_feed or test_feed, autocast, world, flip=recipe.data.eval_flip)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": float(correct.item() / max(seen, 1)),
-                        "test_accuracy_per_step": acc_steps, "lr": lr, "seconds": seconds})
+                        eval_key: acc_steps, "lr": lr, "seconds": seconds})
         log(f"epoch {epoch + 1}/{t.epochs}: loss {train_loss:.4f}  train acc {history[-1]['train_accuracy']:.4f}  "
-            f"test acc per step {' '.join(f'{a:.4f}' for a in acc_steps)}  ({seconds:.1f}s)")
+            f"{eval_key.split('_')[0]} acc per step {' '.join(f'{a:.4f}' for a in acc_steps)}  ({seconds:.1f}s)")
         if ctx.is_main:
             state = {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "epoch": epoch + 1, "history": history, "train_seconds": train_seconds,
@@ -365,7 +392,12 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         notify("on_epoch_end", history[-1], model, out)
         dist_utils.barrier()
 
-    report = build_report(recipe, splits, model, history, train_seconds, ctx)
+    if val_feed is not None:  # the test split, scored once, at the end
+        test_acc = evaluate(model, test_feed, autocast, world, flip=recipe.data.eval_flip)
+        log(f"test acc per step {' '.join(f'{a:.4f}' for a in test_acc)} (scored once, after the last epoch)")
+    else:
+        test_acc = history[-1]["test_accuracy_per_step"] if history else []
+    report = build_report(recipe, splits, model, history, train_seconds, ctx, test_acc)
     report["energy"] = measure_energy(recipe, model, test_feed)
     if ctx.is_main:
         from ..report import write_report
@@ -377,8 +409,11 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
 
 
 def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, history: list[dict], train_seconds: float,
-                 ctx: RunContext) -> dict[str, Any]:
-    final = history[-1]["test_accuracy_per_step"] if history else []
+                 ctx: RunContext, test_accuracy: list[float] | None = None) -> dict[str, Any]:
+    if test_accuracy is None:
+        test_accuracy = history[-1].get("test_accuracy_per_step", []) if history else []
+    final = list(test_accuracy)
+    val = history[-1].get("val_accuracy_per_step") if history else None
     return {
         "recipe": recipe.name,
         "dataset": recipe.data.dataset,
@@ -394,6 +429,8 @@ def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, histor
         "world_size": ctx.world,
         "threads": torch.get_num_threads(),
         "train_samples": len(splits.train),
+        "val_samples": len(splits.val) if splits.val is not None else 0,
+        "val_accuracy_per_step": val,
         "test_samples": len(splits.test),
         "parameters": sum(p.numel() for p in model.parameters()),
         "history": history,

@@ -1,0 +1,170 @@
+"""The cifar_fast family (SNN, DNN, converted SNN) and the cifar10-fast recipes on a tiny slice."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fewstep.config import load_recipe
+from fewstep.convert.converter import convert, convert_checkpoint
+from fewstep.convert.factors import LayerFactors
+from fewstep.errors import ConfigError
+from fewstep.layers import BatchNorm2d
+from fewstep.models import build_model
+from fewstep.models.cifar_fast import fold_batchnorm
+from fewstep.models.dnn import ClippedReLU, ConvertedIF
+from fewstep.neurons import MTLIF, NeuronSpec
+from fewstep.train import train
+
+CIFAR_RECIPES = ["cifar10-fast-dnn", "cifar10-fast-mtlif-t2", "cifar10-fast-lif-t2", "cifar10-fast-stcb-t2",
+                 "cifar10-fast-stcb-surrogate-t2", "cifar10-fast-tet-t4", "cifar10-fast-tet-str-t4"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def jpeg_root(tmp_path_factory) -> Path:
+    """A cifar10-jpeg folder in the real layout: 32x32 JPEGs, 24 train and 6 test per class, each
+    class a distinct colour so a tiny run can learn something."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 6)):
+        for c, name in enumerate(CLASSES):
+            d = root / "cifar10-jpeg" / split / name
+            d.mkdir(parents=True)
+            base = np.array([(c * 25) % 256, (c * 70) % 256, (255 - c * 25) % 256], np.float64)
+            for i in range(n):
+                img = np.clip(base + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:04d}.jpg", quality=75)
+    return root
+
+
+@pytest.mark.parametrize("name,T", [("cifar_fast", 2), ("cifar_fast_dnn", 1), ("cifar_fast_converted", 2)])
+def test_models_build_and_return_per_step_logits(name, T):
+    m = build_model(name, num_classes=10, input_shape=(3, 32, 32), timesteps=T,
+                    neuron=NeuronSpec(kind="mtlif", num_thresholds=2), widths=[8, 8, 16, 16])
+    assert m(torch.randn(3, 3, 32, 32)).shape == (T, 3, 10)
+    kinds = {type(x) for x in m.modules()}
+    if name == "cifar_fast":
+        assert MTLIF in kinds and BatchNorm2d in kinds
+    elif name == "cifar_fast_dnn":
+        assert ClippedReLU in kinds and BatchNorm2d in kinds
+    else:
+        assert ConvertedIF in kinds and BatchNorm2d not in kinds
+
+
+def test_bad_options_are_config_errors():
+    for kw in ({"widths": [8, 8, 8]}, {"widths": [8, 0, 8, 8]}, {"pool": "max"}, {"dropout": 1.5}):
+        with pytest.raises(ConfigError):
+            build_model("cifar_fast", num_classes=10, input_shape=(3, 32, 32), timesteps=2, **kw)
+    with pytest.raises(ConfigError, match="too small"):
+        build_model("cifar_fast", num_classes=10, input_shape=(3, 4, 4), timesteps=2)
+
+
+def test_fold_batchnorm_keeps_the_function_and_the_parameter_names():
+    torch.manual_seed(0)
+    dnn = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16])
+    dnn.train()
+    with torch.no_grad():
+        for _ in range(3):
+            dnn(torch.randn(32, 3, 32, 32) * 2 + 0.5)
+        for m in dnn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-1.5, 1.5)  # negative scales too
+                m.bias.uniform_(-0.5, 0.5)
+    dnn.eval()
+    folded = fold_batchnorm(copy.deepcopy(dnn))
+    x = torch.randn(8, 3, 32, 32)
+    torch.testing.assert_close(folded(x), dnn(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    snn = build_model("cifar_fast_converted", num_classes=10, input_shape=(3, 32, 32), timesteps=2,
+                      widths=[8, 8, 16, 16])
+    conv_keys = {k for k in snn.state_dict() if ".weight" in k or ".bias" in k}
+    assert conv_keys <= set(folded.state_dict())
+
+
+def test_convert_folds_the_batch_norms_into_a_loadable_snn():
+    torch.manual_seed(1)
+    dnn = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1,
+                      widths=[8, 8, 16, 16]).eval()
+    n_layers = sum(isinstance(m, ClippedReLU) for m in dnn.modules())
+    factors = [LayerFactors(f"layer{i}", "max", 2, mu=4.0, a=1.0, b=1.0, error=0.0) for i in range(n_layers)]
+    snn = convert(dnn, factors, timesteps=2)
+    assert snn.spiking and not any(isinstance(m, torch.nn.BatchNorm2d) for m in snn.modules())
+    registered = build_model("cifar_fast_converted", num_classes=10, input_shape=(3, 32, 32), timesteps=2,
+                             widths=[8, 8, 16, 16])
+    registered.load_state_dict(snn.state_dict())  # strict
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in dnn.modules())  # the DNN itself is untouched
+
+
+TINY = ["data.val_size=40", "data.batch_size=32", "data.eval_batch_size=64", "train.epochs=1", "train.warmup_epochs=0"]
+
+
+def _tiny(name: str) -> list[str]:
+    """TINY plus narrow layers (each family names its widths differently)."""
+    if "stcb" in name:
+        return [*TINY, "model.options.width_mult=0.25"]
+    return [*TINY, "model.options.widths=[8, 8, 16, 16]"]
+
+
+@pytest.mark.parametrize("name", CIFAR_RECIPES)
+def test_recipe_runs_on_a_tiny_slice(name, jpeg_root, tmp_path):
+    shipped = load_recipe(name)
+    assert shipped.data.dataset == "cifar10-jpeg" and shipped.data.val_size == 5000  # 45k train / 5k val
+    recipe = load_recipe(name, _tiny(name))
+    report = train(recipe, tmp_path, device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    assert report["val_samples"] == 40 and report["train_samples"] == 200 and report["test_samples"] == 60
+    assert len(report["accuracy_per_step"]) == recipe.model.timesteps
+    assert all(0.0 <= a <= 1.0 for a in report["accuracy_per_step"])
+    assert report["energy"]["energy_pj"] > 0
+
+
+def test_conversion_pipeline_on_a_tiny_slice(jpeg_root, tmp_path):
+    dnn_recipe = load_recipe("cifar10-fast-dnn", _tiny("dnn"))
+    train(dnn_recipe, tmp_path / "dnn", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    report = convert_checkpoint(tmp_path / "dnn" / "last.pt", timesteps=2, eval_timesteps=(1, 2),
+                                out_dir=tmp_path / "conv", data_root=jpeg_root, calib_batches=2, log=lambda s: None)
+    assert set(report["converted_accuracy"]) >= {"dist", "max"}
+    ckpt = tmp_path / "conv" / "converted-dist-t2.pt"
+    ft = load_recipe("cifar10-fast-convert-finetune-t2", [*_tiny("ft"), f"train.init_checkpoint={str(ckpt)!r}"])
+    out = train(ft, tmp_path / "ft", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    assert len(out["accuracy_per_step"]) == 2
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("FEWSTEP_DATA", "/nonexistent")) / "cifar10-jpeg").is_dir(),
+                    reason="$FEWSTEP_DATA/cifar10-jpeg (the shared JPEG copy of CIFAR-10) is absent")
+def test_real_cifar10_jpeg_slice(tmp_path):
+    recipe = load_recipe("cifar10-fast-mtlif-t2", ["data.options={limit=300, cache_dir=" + repr(str(tmp_path)) + "}",
+                                                   *_tiny("mtlif")])
+    report = train(recipe, tmp_path / "run", device="cpu", data_root=os.environ["FEWSTEP_DATA"], progress=False,
+                   log=lambda s: None)
+    assert report["train_samples"] == 260 and report["test_samples"] == 300
+
+
+def test_benchmark_runs_every_row_and_resumes(jpeg_root, tmp_path):
+    """benchmarks/cifar10_fast.py end to end on the tiny slice: conversion pipeline, a direct row and
+    the anytime row (eps chosen on val, applied to test); a second call reuses the finished runs."""
+    from benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("cifar10_fast")
+    argv = ["--rows", "conversion", "lif", "anytime", "--data-root", str(jpeg_root), "--out", str(tmp_path),
+            *[a for s in [*TINY, "model.options.widths=[8, 8, 16, 16]"] for a in ("--set", s)]]
+    payload = bench.main(argv)
+    rows = {r["row"]: r for r in payload["results"]}
+    conv = rows["conversion"]
+    assert set(conv["converted_accuracy"]["dist"]) == {"1", "2", "4"}
+    assert len(conv["finetuned"]["accuracy_per_step"]) == 2 and conv["pipeline_wall_seconds"] > 0
+    cut = rows["anytime"]["tet-str"]["cutoff"]
+    assert 1.0 <= cut["test_mean_steps"] <= 4.0 and cut["speedup"] >= 1.0
+    assert cut["eps_chosen_on_val"] == cut["val_operating_point"]["eps"]
+    md = (tmp_path / "results.md").read_text()
+    assert "cifar10-fast-lif-t2" in md and "Softmax cutoff" in md
+    mtime = (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns
+    again = bench.main(argv)
+    assert (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns == mtime  # finished runs are reused
+    assert again["results"][1]["run"]["accuracy_per_step"] == rows["lif"]["run"]["accuracy_per_step"]
