@@ -109,8 +109,8 @@ def test_measurement_sections_report_numbers(suite):
     for r in n["rows"]:  # a peer either has times or says why not
         assert "fwd_bwd_ms" in r or r["note"].startswith("skipped"), r
     t = _section(suite, "training")
-    systems = {(r["precision"], r["system"]) for r in t["rows"]}
-    assert systems == {(p, s) for p in ("fp32", "bf16") for s in ("fewstep", "SpikingJelly", "snnTorch")}
+    systems = {(r["precision"], r["system"], r["layout"]) for r in t["rows"]}
+    assert systems == {(p, s, "channels_last") for p in ("fp32", "bf16") for s in ("fewstep", "SpikingJelly", "snnTorch")}
     assert all(r["img_s"] > 0 for r in t["rows"] if r["system"] == "fewstep")
     stc = _section(suite, "stc")
     assert {r["case"] for r in stc["rows"]} == {"N-MNIST-sized", "Gesture-sized"}
