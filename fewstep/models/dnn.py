@@ -155,6 +155,15 @@ class ConvertedIF(SpikingNeuron):
         s = self.surrogate(h / vth - 1.0)
         return s, h, h - s.detach() * vth
 
+    def membrane_after_reset(self) -> torch.Tensor | None:
+        """``u_t = h_t - s_t V`` from the records (the output is ``A s_t``; the reset uses the
+        detached spike, as the dynamics do)."""
+        out, h = self.last_spikes, self.last_membrane
+        if out is None or h is None:
+            return None
+        vth = self.threshold.clamp(min=1e-6)
+        return h - (out / (self.amplitude_ratio * vth)).detach() * vth
+
     def _v0(self, x: torch.Tensor, vth: torch.Tensor) -> torch.Tensor:
         if float(self.initial_membrane) == 0.0:
             return torch.zeros_like(x)

@@ -125,7 +125,9 @@ def make_loss(recipe: Recipe, model: nn.Module) -> Callable[[torch.Tensor, torch
     """The task loss (CE on the mean output, or TET), plus the regularizer if the recipe sets one.
 
     A regularizer sees every spiking layer's spikes and membrane potential at every step: the
-    neurons are switched to ``record = True`` and read after each forward pass.
+    neurons are switched to ``record = True`` and read after each forward pass. The membrane is
+    the one the regularizer asks for (its ``membrane`` attribute): after the reset (``u_t``,
+    RCS's default, as in the authors' code) or before it (``h_t``).
     """
     t = recipe.train
     if t.loss == "tet":
@@ -141,8 +143,11 @@ def make_loss(recipe: Recipe, model: nn.Module) -> Callable[[torch.Tensor, torch
     for _, n in neurons:
         n.record = True
 
+    post_reset = getattr(reg, "membrane", "pre_reset") == "post_reset"
+
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        records = [(name, n.last_spikes, n.last_membrane, n.threshold) for name, n in neurons]
+        records = [(name, n.last_spikes, n.membrane_after_reset() if post_reset else n.last_membrane, n.threshold)
+                   for name, n in neurons]
         return task(out, y) + t.reg_alpha * reg(records, out, y)
 
     return loss
