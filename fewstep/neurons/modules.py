@@ -189,7 +189,15 @@ class PLIF(SpikingNeuron):
 
 class MTLIF(SpikingNeuron):
     """Multi-threshold LIF: emits 0..K spikes per step (thresholds V_th, 2V_th, ..., K V_th),
-    soft reset by ``s * V_th``, learnable decay by default. ``K = 1`` equals LIF."""
+    soft reset by ``s * V_th``, learnable decay by default.
+
+    What ``K = 1`` equals: ``MTLIF(num_thresholds=1, **kw)`` and ``LIF(**kw)`` give identical
+    spikes, membranes and gradients **when they have the same reset, the same decay (its value and whether
+    it is learnable), the threshold and the surrogate**. With their own defaults they differ:
+    ``MTLIF(num_thresholds=1)`` is a soft-reset neuron with a learnable decay (a soft-reset PLIF),
+    whereas ``LIF()`` resets hard with a fixed decay of 0.5. So ``MTLIF(num_thresholds=1,
+    reset="hard", learnable_decay=False)`` equals ``LIF()``, and ``MTLIF(num_thresholds=1)``
+    equals ``PLIF(reset="soft")``."""
 
     def __init__(self, num_thresholds: int = 2, **kwargs) -> None:
         kwargs.setdefault("learnable_decay", True)
