@@ -100,7 +100,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         cls, kw = torch.optim.SGD, {"momentum": t.momentum, "nesterov": t.nesterov and t.momentum > 0}
     else:
-        cls, kw = torch.optim.AdamW, {}
+        # With weight_decay = 0 AdamW is Adam; amsgrad as Datta and Beerel fine-tune.
+        cls, kw = torch.optim.AdamW, {"amsgrad": t.amsgrad}
     if fused:
         try:
             return cls(groups, lr=t.lr, fused=True, **kw)
