@@ -231,6 +231,9 @@ class StreamingClassifier:
 
     def __init__(self, model: nn.Module, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  device: torch.device | str | None = None) -> None:
+        from .anytime import require_causal
+
+        require_causal(model, "streaming classification")
         self.model = model
         param = next(model.parameters(), None)
         self.device = torch.device(device) if device is not None else (param.device if param is not None

@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
 from ..errors import CheckpointError, ConfigError, FewstepError
+from ..infer.anytime import is_causal
 from ..models import build_model
 from ..neurons import reset_net, spiking_neurons
 from . import distributed as dist_utils
@@ -428,6 +429,9 @@ def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, histor
         "timesteps": len(final),
         "accuracy_per_step": final,
         "accuracy": final[-1] if final else None,
+        # False: a step t < T output depends on later inputs, so the per-step accuracies before T
+        # are no anytime accuracies (fewstep.infer refuses such a model)
+        "causal": is_causal(model),
         "train_seconds": round(train_seconds, 3),
         "epochs": len(history),
         "seed": recipe.train.seed,
