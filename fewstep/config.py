@@ -55,6 +55,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     optimizer: str = "sgd"  # sgd | adamw
+    amsgrad: bool = False  # adamw only: the AMSGrad variant (Datta and Beerel fine-tune with Adam + amsgrad)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -174,6 +175,8 @@ def _validate(r: Recipe, source: str | None) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {value!r}", source)
+    if t.amsgrad and t.optimizer != "adamw":
+        raise ConfigError("train.amsgrad", f"needs train.optimizer = 'adamw', got {t.optimizer!r}", source)
     if t.momentum >= 1:
         raise ConfigError("train.momentum", f"must be < 1, got {t.momentum}", source)
     if t.label_smoothing >= 1:

@@ -46,7 +46,10 @@ def summary_table(report: dict) -> str:
     rows = [("recipe", report["recipe"]), ("dataset", report["dataset"]), ("model", report.get("model", "")),
             ("timesteps", report["timesteps"]), ("epochs", report["epochs"]),
             ("train time", f"{report['train_seconds']:.1f} s on {report.get('device', '?')}")]
-    rows += [(f"accuracy @ t={t}", f"{100 * a:.2f} %") for t, a in enumerate(report["accuracy_per_step"], 1)]
+    acc = report["accuracy_per_step"]
+    late = "" if report.get("causal", True) else " (not causal: sees all T steps' inputs)"
+    rows += [(f"accuracy @ t={t}", f"{100 * a:.2f} %" + (late if t < len(acc) else ""))
+             for t, a in enumerate(acc, 1)]
     if "energy" in report:
         e = report["energy"]
         rows.append(("energy / sample", f"{e['energy_pj'] / 1e6:.3f} uJ ({e['ratio']:.1f}x below the ANN)"))

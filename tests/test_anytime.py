@@ -311,16 +311,19 @@ def test_cutoff_sweep_and_plot(trained, tmp_path):
     from fewstep.train.data_feed import DeviceFeed
 
     model, x, y, splits = trained
+    held_out = _Feed([(x[160:], y[160:])])  # test images the scored feed does not hold: a stand-in validation split
     x, y = x[:160], y[:160]
     feed = _Feed([(x[:100], y[:100]), (x[100:], y[100:])])
     cal = DeviceFeed(splits.train.subset(200), 200, torch.device("cpu"), train=False)
-    sw = cutoff_sweep(model, feed, [0.0, 1e-3, 0.05, 0.5, 0.999999], calibration_feed=cal, repeats=1)
+    sw = cutoff_sweep(model, feed, [0.0, 1e-3, 0.05, 0.5, 0.999999], calibration_feed=cal, choose_on=held_out,
+                      repeats=1)
     assert sw["mean_steps"][0] == T and sw["accuracy"][0] == sw["full_accuracy"]
     assert sw["mean_steps"][-1] == 1.0 and sw["accuracy"][-1] == sw["accuracy_per_step"][0]
     assert sw["full_accuracy"] == sw["accuracy_per_step"][-1] > 0.8
     assert sw["oracle_accuracy"] == sw["full_accuracy"]
     op = sw["operating_point"]
-    assert op["drop"] <= sw["target_drop"] + 1e-12 and sw["speedup"] == pytest.approx(T / op["mean_steps"])
+    assert op["chosen_on"] == "val" and op["val_drop"] <= sw["target_drop"] + 1e-12
+    assert sw["speedup"] == pytest.approx(T / op["mean_steps"]) and sw["calibration"]["samples"] == len(held_out.batches[0][1])
     assert len(sw["margin"]["accuracy"]) == 5
     wc = sw["wall_clock"]
     assert wc["cutoff_seconds"] > 0 and wc["samples"] == len(y)
@@ -338,7 +341,7 @@ def test_eval_cli_options(trained, tmp_path):
     from fewstep.train.checkpoint import save_checkpoint
 
     model = trained[0]
-    recipe = recipe_from_dict({"name": "tiny", "data": {"dataset": "digits", "test_limit": 120},
+    recipe = recipe_from_dict({"name": "tiny", "data": {"dataset": "digits", "test_limit": 120, "val_size": 200},
                                "model": {"name": "small_cnn", "timesteps": T,
                                          "options": {"channels": [8, 16], "hidden": 32}}})
     ckpt = save_checkpoint({"recipe": recipe.to_dict(), "model": model.state_dict()}, tmp_path / "last.pt")

@@ -51,7 +51,7 @@ def test_console_script_and_module_entry_point(tmp_path):
 
 def test_eval_cutoff_adds_the_anytime_sweep(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "quickstart", "--out", str(out), "--device", "cpu", *SMALL]) == 0
+    assert main(["train", "quickstart", "--out", str(out), "--device", "cpu", *SMALL, "--set", "data.val_size=32"]) == 0
     assert main(["eval", str(out / "last.pt"), "--device", "cpu", "--cutoff", "--eps", "0", "0.5",
                  "--no-timing"]) == 0
     ev = json.loads((out / "eval_report.json").read_text())

@@ -61,7 +61,9 @@ def test_quick_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> N
         assert all(_fraction(a) for a in accs), (recipe, accs)
         assert r["full_accuracy"] == r["accuracy_per_step"][-1] and r["accuracy_t1"] == r["accuracy_per_step"][0]
         assert r["full_accuracy"] == pytest.approx(r["train_report_accuracy"])
-        assert op["drop"] <= 0.005 + 1e-12 and 1.0 <= r["mean_steps"] <= 8.0
+        # eps is chosen on the validation split: the drop bound holds there, not on test
+        assert op["chosen_on"] == "val" and op["val_drop"] <= 0.005 + 1e-12 and 1.0 <= r["mean_steps"] <= 8.0
+        assert r["val_samples"] == 300
         assert r["speedup"] == pytest.approx(8 / r["mean_steps"])
         assert "wall_clock" not in r
         s = anytime["summary"][recipe]
@@ -87,7 +89,8 @@ def test_quick_event_anytime_with_timing(tmp_path: Path, _one_thread, capsys) ->
         assert r["timesteps"] == 8 and len(r["accuracy_per_step"]) == 8 and r["samples"] == 160
         assert r["epochs"] == 1 and r["full_accuracy"] == pytest.approx(r["train_report_accuracy"])
         assert all(_fraction(a) for a in [r["full_accuracy"], r["operating_point"]["accuracy"], *r["accuracy_per_step"]])
-        assert r["operating_point"]["drop"] <= 0.005 + 1e-12 and r["speedup"] == pytest.approx(8 / r["mean_steps"])
+        assert r["operating_point"]["val_drop"] <= 0.005 + 1e-12 and r["speedup"] == pytest.approx(8 / r["mean_steps"])
+        assert r["operating_point"]["chosen_on"] == "val" and r["val_samples"] == 64
         w = r["wall_clock"]
         assert w["engine_mean_steps"] == pytest.approx(r["mean_steps"]) and w["samples"] == 160
         for key in ("cutoff_seconds", "full_stepwise_seconds", "full_multistep_seconds", "speedup_vs_stepwise",

@@ -74,11 +74,15 @@ def test_rcs_known_answer_over_correct_samples(form):
     logits = logits_for([0, 1], 2, [True, False])
     value = reg([("l", s, h, torch.tensor(1.0))], logits, torch.tensor([0, 1]))
     assert value.item() == pytest.approx(expected, rel=1e-5)
-    # all samples counted when correct_only=False: sample 1 has cos(r0=[3,0], r1=[0,3]) = 0 at step 1
-    reg_all = make_regularizer("rcs", late_fraction=0.5, form=form, correct_only=False)
+    # all samples counted when correct_only=False: sample 1 has cos(r0=[3,0], r1=[0,3]) = 0 at step 1;
+    # the authors' reduction takes the max over samples, reduce='mean' the mean
     cos1 = (0 + 1) / 2
     e1 = 1 / (cos1 + 1e-5) - 1 / (1 + 1e-5) if form == "inverse" else 1 - cos1
+    reg_all = make_regularizer("rcs", late_fraction=0.5, form=form, correct_only=False)
     assert reg_all([("l", s, h, torch.tensor(1.0))], logits, torch.tensor([0, 1])).item() == \
+        pytest.approx(max(expected, e1), rel=1e-5)
+    reg_mean = make_regularizer("rcs", late_fraction=0.5, form=form, correct_only=False, reduce="mean")
+    assert reg_mean([("l", s, h, torch.tensor(1.0))], logits, torch.tensor([0, 1])).item() == \
         pytest.approx((expected + e1) / 2, rel=1e-5)
 
 

@@ -3,7 +3,8 @@
 * :mod:`~fewstep.infer.anytime`: the step-by-step engine with per-sample stopping (softmax and
   top-1/top-2 margin cutoffs, the oracle optimal cutoff step); stopped samples are dropped.
 * :mod:`~fewstep.infer.cutoff`: the accuracy/latency sweep, speed-up, wall-clock timing, plots.
-* :mod:`~fewstep.infer.streaming`: :class:`StreamingClassifier` for frames or event slices.
+* :mod:`~fewstep.infer.streaming`: :class:`StreamingClassifier` for frames or event slices,
+  :class:`STCStream` for offline-exact STC currents as events arrive.
 * :mod:`~fewstep.infer.cli`: the ``fewstep eval --cutoff`` options.
 
 The names below are imported lazily, so ``import fewstep.infer.cli`` (done when the command line
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # what the lazy imports below provide (for type checkers and 
         simulate_cutoff,
     )
     from .cutoff import DEFAULT_EPS, cutoff_sweep, plot_cutoff, time_inference
-    from .streaming import StreamingClassifier, events_to_current
+    from .streaming import STCStream, StreamingClassifier, events_to_current
 
 __all__ = [
     "DEFAULT_EPS",
@@ -39,6 +40,7 @@ __all__ = [
     "MarginCalibration",
     "MarginCutoff",
     "NoCutoff",
+    "STCStream",
     "SoftmaxCutoff",
     "StreamingClassifier",
     "anytime_batch",
@@ -59,7 +61,7 @@ _WHERE = {
                      "anytime_inference", "calibrate_margin", "cumulative_logits", "oracle_cutoff", "select_state",
                      "simulate_cutoff"), "anytime"),
     **dict.fromkeys(("DEFAULT_EPS", "cutoff_sweep", "plot_cutoff", "time_inference"), "cutoff"),
-    **dict.fromkeys(("StreamingClassifier", "events_to_current"), "streaming"),
+    **dict.fromkeys(("STCStream", "StreamingClassifier", "events_to_current"), "streaming"),
 }
 
 

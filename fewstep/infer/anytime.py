@@ -38,6 +38,15 @@ same predictions and stopping steps.
 Functions on precomputed logits (:func:`cumulative_logits`, :func:`simulate_cutoff`,
 :func:`oracle_cutoff`) evaluate any rule without re-running the model; the sweep in
 :mod:`fewstep.infer.cutoff` uses them.
+
+**Only causal models.** Anytime numbers exist only when the output at step ``t`` depends on the
+inputs up to ``t``. A module that declares ``causal = False`` breaks that: an STCB conversion
+neuron with ``forward="count"`` (:class:`fewstep.layers.stcb.ConversionIF`) emits the count of
+the whole spike train spread over the steps, so its step-1 output already depends on the last
+step's input. :func:`cumulative_logits` (hence the sweep, the margin calibration and every
+benchmark built on them) and the step-by-step engine refuse such a model with one
+:class:`~fewstep.errors.FewstepError` (:func:`require_causal`); its full-``T`` accuracy is still
+what :func:`fewstep.train.evaluate` reports.
 """
 
 from __future__ import annotations
@@ -55,8 +64,8 @@ from ..neurons import SpikingNeuron, reset_net, set_step_mode
 
 __all__ = [
     "AnytimeResult", "CutoffRule", "MarginCalibration", "MarginCutoff", "NoCutoff", "SoftmaxCutoff",
-    "anytime_batch", "anytime_inference", "calibrate_margin", "cumulative_logits", "oracle_cutoff",
-    "select_state", "simulate_cutoff", "single_step",
+    "anytime_batch", "anytime_inference", "calibrate_margin", "cumulative_logits", "is_causal", "non_causal_modules",
+    "oracle_cutoff", "require_causal", "select_state", "simulate_cutoff", "single_step",
 ]
 
 
@@ -152,6 +161,33 @@ class AnytimeResult:
 
 
 # ----------------------------------------------------------------------------------------------
+# causality
+
+
+def non_causal_modules(model: nn.Module) -> list[str]:
+    """Qualified names of the modules of ``model`` that declare ``causal = False`` (their output
+    at step ``t`` depends on later inputs)."""
+    return [name or type(m).__name__ for name, m in model.named_modules() if getattr(m, "causal", True) is False]
+
+
+def is_causal(model: nn.Module) -> bool:
+    """Whether every step's output of ``model`` depends only on the inputs up to that step."""
+    return not non_causal_modules(model)
+
+
+def require_causal(model: nn.Module, what: str = "anytime inference") -> None:
+    """Raise :class:`~fewstep.errors.FewstepError` when ``model`` is not causal: ``what`` (an
+    accuracy at an early step, a cutoff, a stopping step) would not exist for it."""
+    bad = non_causal_modules(model)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise FewstepError(f"{what} needs a causal model, but {shown} {'is' if len(bad) == 1 else 'are'} not causal "
+                           "(e.g. an STCB conversion with forward='count' spreads the whole train's spike count "
+                           "over the steps, so early outputs depend on later inputs). Use forward='if' "
+                           "(model.options.forward), which has the same gradient, or report the full-T accuracy only")
+
+
+# ----------------------------------------------------------------------------------------------
 # the step-by-step engine
 
 
@@ -237,6 +273,7 @@ def anytime_batch(model: nn.Module, x: torch.Tensor, rule: CutoffRule, *, timest
         b = x.shape[0]
     if t_max < 1:
         raise ValueError(f"need at least one time step, got timesteps={t_max}")
+    require_causal(model, "anytime inference")
     device = x.device
     preds = torch.zeros(b, dtype=torch.long, device=device)
     steps = torch.full((b,), t_max, dtype=torch.long, device=device)
@@ -313,7 +350,10 @@ def anytime_inference(model: nn.Module, feed, rule: CutoffRule, *, drop: bool = 
 @torch.no_grad()
 def cumulative_logits(model: nn.Module, feed) -> tuple[torch.Tensor, torch.Tensor]:
     """Running logits ``Y_t`` ``[T, N, classes]`` (at least float32) and labels ``[N]`` over a feed, from the
-    ordinary multi-step forward (eval mode; every sample runs ``T`` steps)."""
+    ordinary multi-step forward (eval mode; every sample runs ``T`` steps). A model that is not
+    causal is refused (:func:`require_causal`): its running logits before ``T`` are not anytime
+    outputs."""
+    require_causal(model, "running logits for anytime inference")
     was_training = model.training
     model.eval()
     outs, labels = [], []

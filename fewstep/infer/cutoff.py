@@ -10,15 +10,21 @@ steps), then evaluates the softmax cutoff for every ``eps`` on the running logit
   its last entry;
 * ``oracle_accuracy`` / ``oracle_mean_steps``: the optimal cutoff step (needs labels; an upper
   bound, see :func:`~fewstep.infer.anytime.oracle_cutoff`);
-* ``operating_point`` and ``speedup = T / mean_steps`` there. **Choice of the operating point**:
-  among the sweep points whose accuracy drop ``full_accuracy - accuracy`` does not exceed
-  ``target_drop`` (default 0.005, i.e. 0.5 points), the one with the fewest mean steps (ties: the
-  higher accuracy). Accuracy falls as the mean step count falls, so on a monotone curve this is
-  the admissible point closest to the target drop; on a noisy curve (small test sets) it is the
-  fastest point that still keeps the drop within the target. If no sweep point qualifies, the
-  full-``T`` run is the operating point (``eps = None``, speed-up 1);
+* ``operating_point`` and ``speedup = T / mean_steps`` there, **only when** ``choose_on`` (a
+  validation feed, held out from the training data) is given: ``eps`` is chosen on that feed
+  and never on the feed that is scored, so the reported accuracy and mean steps at that ``eps``
+  are honest test numbers (the test drop may then exceed the target). **Choice of the operating
+  point** (:func:`choose_operating_point`, on the ``choose_on`` sweep): among the sweep points
+  whose accuracy drop ``full_accuracy - accuracy`` does not exceed ``target_drop`` (default
+  0.005, i.e. 0.5 points), the one with the fewest mean steps (ties: the higher accuracy).
+  Accuracy falls as the mean step count falls, so on a monotone curve this is the admissible
+  point closest to the target drop. If no sweep point qualifies, the full-``T`` run is the
+  operating point (``eps = None``, speed-up 1). The ``choose_on`` sweep itself is reported as
+  ``calibration``. Without ``choose_on`` the result has the curve only (``operating_point`` and
+  ``speedup`` are ``None``, and there is no wall-clock timing, which runs at the operating point);
 * ``margin`` (when ``calibration_feed`` is given): the top-1/top-2 margin cutoff with thresholds
-  calibrated on that feed to confidence ``1 - eps``, for the same ``eps`` values;
+  calibrated on that feed (training or validation data, never the scored feed) to confidence
+  ``1 - eps``, for the same ``eps`` values;
 * ``wall_clock`` (when ``timing=True``): seconds for the whole feed with the step-by-step engine
   at the operating point (stopped samples dropped), with the same engine running all ``T`` steps
   (:class:`~fewstep.infer.anytime.NoCutoff`) and with the ordinary multi-step forward; the best of
@@ -110,7 +116,10 @@ def choose_operating_point(eps: Sequence[float], accuracy: Sequence[float], mean
                            full_accuracy: float, timesteps: int, target_drop: float) -> dict[str, Any]:
     """The sweep point with the fewest mean steps among those whose drop from ``full_accuracy``
     is at most ``target_drop`` (ties: higher accuracy, then the earlier point); the full-``T`` run
-    (``eps = None``) when none qualifies. See the module docstring."""
+    (``eps = None``) when none qualifies. See the module docstring.
+
+    The inputs must come from a validation sweep, not from the split whose numbers are reported:
+    the choice fits the data it sees (:func:`cutoff_sweep` does this with ``choose_on``)."""
     admissible = [i for i, a in enumerate(accuracy) if full_accuracy - a <= target_drop + 1e-12]
     if not admissible:
         return {"eps": None, "accuracy": full_accuracy, "mean_steps": float(timesteps), "drop": 0.0}
@@ -118,11 +127,52 @@ def choose_operating_point(eps: Sequence[float], accuracy: Sequence[float], mean
     return {"eps": eps[i], "accuracy": accuracy[i], "mean_steps": mean_steps[i], "drop": full_accuracy - accuracy[i]}
 
 
+def _sweep(cum: torch.Tensor, targets: torch.Tensor, eps_values: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Accuracy and mean stopping step of the softmax cutoff at every ``eps``."""
+    accuracy, mean_steps = [], []
+    for e in eps_values:
+        pred, steps, _ = simulate_cutoff(cum, SoftmaxCutoff(e))
+        accuracy.append(float((pred == targets).double().mean()))
+        mean_steps.append(float(steps.double().mean()))
+    return accuracy, mean_steps
+
+
+def _full_accuracy(cum: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((cum[-1].argmax(-1) == targets).double().mean())
+
+
+def _operating_point(model: nn.Module, choose_on, choose_on_name: str, eps_values: list[float], target_drop: float,
+                     accuracy: list[float], mean_steps: list[float], full: float, t_max: int
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``eps`` chosen on ``choose_on``; the scored feed's accuracy and mean steps there."""
+    cum_c, y_c = cumulative_logits(model, choose_on)
+    if cum_c.shape[0] != t_max:
+        raise ValueError(f"choose_on gives {cum_c.shape[0]} steps, the scored feed {t_max}")
+    c_acc, c_steps = _sweep(cum_c, y_c, eps_values)
+    c_full = _full_accuracy(cum_c, y_c)
+    chosen = choose_operating_point(eps_values, c_acc, c_steps, c_full, t_max, target_drop)
+    if chosen["eps"] is None:
+        acc, steps = full, float(t_max)
+    else:
+        i = eps_values.index(chosen["eps"])
+        acc, steps = accuracy[i], mean_steps[i]
+    op = {"eps": chosen["eps"], "chosen_on": choose_on_name, "accuracy": acc, "mean_steps": steps,
+          "drop": full - acc, f"{choose_on_name}_accuracy": chosen["accuracy"],
+          f"{choose_on_name}_mean_steps": chosen["mean_steps"], f"{choose_on_name}_drop": chosen["drop"]}
+    calibration = {"split": choose_on_name, "samples": int(y_c.numel()), "full_accuracy": c_full,
+                   "accuracy": c_acc, "mean_steps": c_steps}
+    return op, calibration
+
+
 def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None, *, target_drop: float = 0.005,
-                 calibration_feed=None, timing: bool = True, repeats: int = 3) -> dict[str, Any]:
+                 choose_on=None, choose_on_name: str = "val", calibration_feed=None, timing: bool = True,
+                 repeats: int = 3) -> dict[str, Any]:
     """The softmax-cutoff trade-off curve over ``eps_list`` on ``feed`` (see the module docstring).
 
-    ``target_drop`` is a fraction of accuracy (0.005 = 0.5 percentage points).
+    ``target_drop`` is a fraction of accuracy (0.005 = 0.5 percentage points). ``choose_on`` is
+    the feed (a validation split, named ``choose_on_name`` in the result) on which the operating
+    point's ``eps`` is chosen; ``feed`` (the test split) is only scored. Without it there is no
+    operating point, no speed-up and no timing.
     """
     eps_values = [float(e) for e in (DEFAULT_EPS if eps_list is None else eps_list)]
     for e in eps_values:
@@ -130,19 +180,14 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
             raise ValueError(f"every eps must be in [0, 1], got {e}")
     if target_drop < 0:
         raise ValueError(f"target_drop must be >= 0, got {target_drop}")
+    if choose_on is not None and choose_on is feed:
+        raise ValueError("choose_on must not be the scored feed: choose eps on held-out validation data")
     cum, targets = cumulative_logits(model, feed)
     t_max = cum.shape[0]
     per_step = (cum.argmax(-1) == targets.unsqueeze(0)).double().mean(1).tolist()
     full = per_step[-1]
-
-    accuracy, mean_steps = [], []
-    for e in eps_values:
-        pred, steps, _ = simulate_cutoff(cum, SoftmaxCutoff(e))
-        accuracy.append(float((pred == targets).double().mean()))
-        mean_steps.append(float(steps.double().mean()))
+    accuracy, mean_steps = _sweep(cum, targets, eps_values)
     o_pred, o_steps = oracle_cutoff(cum, targets)
-
-    op = choose_operating_point(eps_values, accuracy, mean_steps, full, t_max, target_drop)
 
     result: dict[str, Any] = {
         "timesteps": t_max,
@@ -155,9 +200,13 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
         "oracle_accuracy": float((o_pred == targets).double().mean()),
         "oracle_mean_steps": float(o_steps.double().mean()),
         "target_drop": float(target_drop),
-        "operating_point": op,
-        "speedup": t_max / op["mean_steps"],
+        "operating_point": None,
+        "speedup": None,
     }
+    if choose_on is not None:
+        op, calibration = _operating_point(model, choose_on, choose_on_name, eps_values, target_drop, accuracy,
+                                           mean_steps, full, t_max)
+        result.update(operating_point=op, speedup=t_max / op["mean_steps"], calibration=calibration)
 
     if calibration_feed is not None:
         cal = MarginCalibration.from_model(model, calibration_feed)
@@ -171,8 +220,8 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
         result["margin"] = {"target_confidence": [1.0 - e for e in eps_values], "accuracy": m_acc,
                             "mean_steps": m_steps, "thresholds": m_th}
 
-    if timing:
-        result["wall_clock"] = time_inference(model, feed, op["eps"], repeats)
+    if timing and result["operating_point"] is not None:
+        result["wall_clock"] = time_inference(model, feed, result["operating_point"]["eps"], repeats)
     return result
 
 

@@ -9,13 +9,26 @@ events into one step of synaptic current with :func:`events_to_current`. Stop fe
 (and read its prediction) when its confidence passes ``1 - eps``, as the softmax cutoff of
 :mod:`fewstep.infer.anytime` does; call :meth:`~StreamingClassifier.reset` before a new stream.
 
+**Streamed currents equal offline STC.** :class:`STCStream` reproduces
+:func:`fewstep.events.stc.stc` exactly (bit for bit, every ``by``, ``integration`` and
+``spatial_factor``) one step at a time, as events arrive in chunks of any size: each event's fine
+bin is computed with the offline rule from the *stream's* geometry (its first and last timestamp
+for ``by='time'``, its event count for ``by='count'``), which the stream must be told up front.
+For a live sensor that is the recording window (or the event budget) the training sequences were
+cut to. :func:`events_to_current` turns one window's events into one step of current; it is exact
+only without fine bins (``integration='sum'``, or ``kappa = 1``), since the exponential weights
+inside a window depend on where the window lies in the whole stream, and it refuses
+``integration='exp'`` with ``kappa < 1`` (use :class:`STCStream`).
+
 Example::
 
     clf = StreamingClassifier(model)
-    for events in slices:                      # e.g. 10 ms of events each
-        pred, conf = clf.feed_events(events, sensor_size=(34, 34))
-        if conf > 0.99:
-            break
+    stream = STCStream((34, 34), timesteps=4, t_first=0, t_last=300_000, integration="exp", kappa=0.8)
+    for chunk in chunks:                       # events as they arrive, any chunk size
+        for current in stream.push(chunk):     # every step whose window is complete
+            pred, conf = clf.feed(current)
+    for current in stream.flush():             # the steps left at the end of the recording
+        pred, conf = clf.feed(current)
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from torch import nn
 
 from ..neurons import reset_net, set_step_mode
 
-__all__ = ["StreamingClassifier", "events_to_current"]
+__all__ = ["STCStream", "StreamingClassifier", "events_to_current"]
 
 
 def _histogram(events: np.ndarray, sensor_size: Sequence[int]) -> np.ndarray:
@@ -47,9 +60,13 @@ def events_to_current(events: np.ndarray, sensor_size: Sequence[int], **stc_opti
     """One step of synaptic current ``[2, H', W']`` (float32) from a slice of events.
 
     Uses :func:`fewstep.events.stc.stc` with ``timesteps=1`` (``stc_options`` such as
-    ``spatial_factor`` or ``integration`` pass through, so the current matches how the training
-    sequences were built); where that module is unavailable, a plain per-pixel count
-    (:func:`np.add.at`; no options allowed).
+    ``spatial_factor`` pass through); where that module is unavailable, a plain per-pixel count
+    (:func:`np.add.at`; no options allowed). When ``events`` are exactly the events of one
+    offline step, the result is that step of offline STC, provided there are no fine bins: a
+    plain sum (``integration='sum'`` or ``kappa = 1``). ``integration='exp'`` with ``kappa < 1``
+    raises ``ValueError``: its weights depend on each event's fine bin in the whole stream, which
+    one slice cannot know (binned over the slice's own first-to-last event, it would differ from
+    the training currents); :class:`STCStream` computes it exactly.
     """
     try:
         from ..events.stc import stc
@@ -57,7 +74,148 @@ def events_to_current(events: np.ndarray, sensor_size: Sequence[int], **stc_opti
         if stc_options:
             raise ValueError(f"options {sorted(stc_options)} need fewstep.events.stc") from None
         return _histogram(events, sensor_size)
+    if stc_options.get("integration", "sum") == "exp" and float(stc_options.get("kappa", 0.9)) < 1.0:
+        raise ValueError("events_to_current cannot reproduce integration='exp' with kappa < 1 from one slice: "
+                         "the fine bins depend on the whole stream; use fewstep.infer.STCStream")
     return stc(events, sensor_size, timesteps=1, **stc_options)[0]
+
+
+class STCStream:
+    """Offline STC (:func:`fewstep.events.stc.stc`) computed step by step as events arrive.
+
+    Args:
+        sensor_size: ``(width, height)`` (or Tonic's ``(width, height, 2)``).
+        timesteps: ``T``.
+        t_first, t_last: for ``by='time'``: the stream's first and last timestamps, whose span
+            offline STC cuts into ``T * r`` equal fine bins. Events outside raise ``ValueError``.
+        num_events: for ``by='count'``: the stream's number of events ``N``.
+        by, integration, kappa, fine_bins_per_step, spatial_factor: as :func:`~fewstep.events.stc.stc`.
+
+    :meth:`push` takes the next events (sorted by time, also across calls; a structured array
+    of any length) and returns the currents ``[2, H', W']`` (float32) of every step that is now
+    complete: under ``'time'`` a step is complete when a later step's event arrives, under
+    ``'count'`` when its last event has. :meth:`flush` returns the remaining steps (empty steps
+    are zeros). Over the whole stream the ``T`` currents equal ``stc(all_events, ...)`` exactly
+    when ``t_first`` / ``t_last`` are the stream's own first and last timestamps (``'time'``) or
+    ``num_events`` its length (``'count'``): each event gets the offline fine bin and weight,
+    and every pixel sums them in the same order and precision (float64 for ``'exp'``).
+    """
+
+    def __init__(self, sensor_size: Sequence[int], timesteps: int, *, t_first: int | None = None,
+                 t_last: int | None = None, num_events: int | None = None, by: str = "time",
+                 integration: str = "sum", kappa: float = 0.9, fine_bins_per_step: int = 10,
+                 spatial_factor: int = 1) -> None:
+        from ..events import stc as _stc
+
+        self._stc = _stc
+        prm = _stc._check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
+        self.timesteps, self.by, self.fine, self.r = prm.timesteps, prm.by, prm.fine, prm.r
+        self.width, self.height = _stc._sensor_wh(sensor_size)
+        self.pool = _stc._pool_factor(prm.spatial_factor, self.width, self.height)
+        self.shape = (2, _stc._ceil_div(self.height, self.pool), _stc._ceil_div(self.width, self.pool))
+        self._weights = _stc._exp_weights(self.timesteps, self.fine, prm.kappa) if self.r > 1 else None
+        self._check_geometry(t_first, t_last, num_events)
+        self.reset()
+
+    def _check_geometry(self, t_first: int | None, t_last: int | None, num_events: int | None) -> None:
+        if self.by == "time":
+            if t_first is None or t_last is None or num_events is not None:
+                raise ValueError("by='time' needs t_first and t_last (the stream's first and last timestamps), "
+                                 "and no num_events")
+            if int(t_last) < int(t_first):
+                raise ValueError(f"t_last ({t_last}) must be >= t_first ({t_first})")
+            self.t_first, self.t_last = int(t_first), int(t_last)
+            self._span = max(self.t_last - self.t_first, 1)
+            self._vectorised = self._span * self.fine < 2**62  # (t - t_first) * T0 fits in int64
+            self.num_events = None
+        else:
+            if num_events is None or t_first is not None or t_last is not None:
+                raise ValueError("by='count' needs num_events (the stream's number of events), and no t_first / t_last")
+            if int(num_events) != num_events or num_events < 0:
+                raise ValueError(f"num_events must be an integer >= 0, got {num_events!r}")
+            self.num_events = int(num_events)
+            self.t_first = self.t_last = None
+
+    def reset(self) -> None:
+        """Start a new stream with the same geometry."""
+        self.step = 0  # the step being accumulated
+        self.seen = 0  # events pushed so far
+        self._last_t: int | None = None
+        self._acc = np.zeros(int(np.prod(self.shape)), np.float32 if self._weights is None else np.float64)
+
+    # -- binning -------------------------------------------------------------------------------
+    def _fine_bins(self, t: np.ndarray) -> np.ndarray:
+        """Offline fine bin of each event (see :mod:`fewstep.events.stc`)."""
+        n = len(t)
+        if self.by == "count":
+            return (np.arange(self.seen, self.seen + n, dtype=np.int64) * self.fine) // max(self.num_events, 1)
+        if self._vectorised:
+            return np.minimum((t - self.t_first) * self.fine // self._span, self.fine - 1)
+        return np.array([min((int(v) - self.t_first) * self.fine // self._span, self.fine - 1) for v in t.tolist()],
+                        np.int64)
+
+    def _check_times(self, t: np.ndarray) -> None:
+        if len(t) == 0:
+            return
+        if np.any(t[1:] < t[:-1]) or (self._last_t is not None and int(t[0]) < self._last_t):
+            raise ValueError("STCStream needs events sorted by time, also across push() calls")
+        if self.by == "time" and (int(t[0]) < self.t_first or int(t[-1]) > self.t_last):
+            raise ValueError(f"events at t in [{int(t[0])}, {int(t[-1])}] lie outside the stream's "
+                             f"[t_first, t_last] = [{self.t_first}, {self.t_last}]")
+        if self.by == "count" and self.seen + len(t) > self.num_events:
+            raise ValueError(f"more events than num_events = {self.num_events}")
+
+    def _pixels(self, ev: np.ndarray) -> np.ndarray:
+        """Flat index ``(channel * H' + y') * W' + x'`` of each event in one step's current."""
+        x, y = self._stc._coordinates(ev, self.width, self.height)
+        if self.pool > 1:
+            x, y = x // self.pool, y // self.pool
+        ch = self._stc._channels(ev).astype(np.int64)
+        return (ch * self.shape[1] + y) * self.shape[2] + x
+
+    # -- the stream ----------------------------------------------------------------------------
+    def _emit(self) -> np.ndarray:
+        out = self._acc.astype(np.float32).reshape(self.shape)
+        self._acc[:] = 0
+        self.step += 1
+        return out
+
+    def _count_complete(self) -> bool:
+        """``by='count'``: every event of the current step has arrived."""
+        end = self._stc._ceil_div((self.step + 1) * self.num_events, self.timesteps)
+        return self.seen >= end and (self.step < self.timesteps - 1 or self.seen == self.num_events)
+
+    def push(self, events: np.ndarray) -> list[np.ndarray]:
+        """Add the next events; return the currents of the steps completed by them."""
+        ev = self._stc.as_events(events)
+        t = ev["t"].astype(np.int64)
+        self._check_times(t)
+        done: list[np.ndarray] = []
+        if len(ev):
+            fine = self._fine_bins(t)
+            steps = fine // self.r
+            idx = self._pixels(ev)
+            cuts = np.flatnonzero(np.diff(steps)) + 1
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(ev)]):
+                while self.step < steps[lo]:
+                    done.append(self._emit())
+                values = (torch.ones(hi - lo, dtype=torch.float32) if self._weights is None
+                          else torch.from_numpy(self._weights[fine[lo:hi]]))
+                torch.from_numpy(self._acc).index_add_(0, torch.from_numpy(idx[lo:hi]), values)
+            self._last_t = int(t[-1])
+        self.seen += len(ev)
+        while self.by == "count" and self.step < self.timesteps and self._count_complete():
+            done.append(self._emit())
+        return done
+
+    def flush(self) -> list[np.ndarray]:
+        """The currents of every step not yet returned (the stream has ended)."""
+        if self.by == "count" and self.seen != self.num_events:
+            raise ValueError(f"the stream ended after {self.seen} of num_events = {self.num_events} events")
+        done = []
+        while self.step < self.timesteps:
+            done.append(self._emit())
+        return done
 
 
 class StreamingClassifier:
@@ -73,6 +231,9 @@ class StreamingClassifier:
 
     def __init__(self, model: nn.Module, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  device: torch.device | str | None = None) -> None:
+        from .anytime import require_causal
+
+        require_causal(model, "streaming classification")
         self.model = model
         param = next(model.parameters(), None)
         self.device = torch.device(device) if device is not None else (param.device if param is not None
@@ -151,6 +312,13 @@ class StreamingClassifier:
         if single:
             return int(pred[0]), float(conf[0])
         return pred, conf
+
+    def feed_stream(self, stream: STCStream, events: np.ndarray | None = None) -> list:
+        """Push ``events`` into ``stream`` (``None``: the stream has ended, flush it) and feed every
+        step it completes; returns what :meth:`feed` returned for each, in order (possibly none).
+        The currents are exactly offline STC's (see :class:`STCStream`)."""
+        currents = stream.flush() if events is None else stream.push(events)
+        return [self.feed(c) for c in currents]
 
     def feed_events(self, events: np.ndarray | Sequence[np.ndarray], sensor_size: Sequence[int], **stc_options: Any):
         """Advance by one step from raw events: one structured array (one stream) or a list of

@@ -224,6 +224,12 @@ class ConversionIF(IF):
         self.gradient = gradient
         self.forward_mode = forward
 
+    @property
+    def causal(self) -> bool:
+        """``False`` for ``forward="count"``: every step's output depends on the whole input train
+        (anytime inference refuses such a model, :func:`fewstep.infer.anytime.require_causal`)."""
+        return self.forward_mode != "count"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s" and self.forward_mode == "count":
             raise RuntimeError("ConversionIF(forward='count') is not causal and has no single-step mode")

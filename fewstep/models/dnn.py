@@ -50,6 +50,8 @@ from .base import SpikingModel
 from .registry import register_model
 from .vgg import VGG_CONFIGS, check_head_options, scale_channels
 
+#: ConvertedIF's surrogate gain: derivative 1 on ``|u / V - 1| < 1``, Datta and Beerel's.
+DEFAULT_SURROGATE_GAIN = 2.0
 LEAK_MIN = 1e-3  # the smallest leak a ConvertedIF uses (the parameter may wander below; its value is clamped)
 
 POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
@@ -94,8 +96,10 @@ class ConvertedIF(SpikingNeuron):
     r"""The IF neuron of a converted SNN (see the module docstring for the equations).
 
     * ``threshold`` (parameter): ``V``; the spike test is ``H(u / V - 1)`` whose backward pass is
-      the rectangle surrogate of width 1 on ``u / V - 1`` (derivative ``1/2`` where
-      ``|u / V - 1| < 1``).
+      a rectangle on ``u / V - 1``: derivative ``surrogate_gain / 2`` where ``|u / V - 1| < 1``,
+      0 elsewhere. The default ``surrogate_gain = 2`` gives derivative 1 there, the authors'
+      (Datta and Beerel's code); ``surrogate_gain = 1`` is fewstep's unit-area rectangle of
+      width 1 (derivative ``1/2``), what fewstep used before.
     * ``leak`` (parameter, init 1): the membrane decay ``lambda``, used clamped to
       ``[LEAK_MIN, 1]`` with a straight-through gradient (``decay`` returns the used value).
       :class:`~fewstep.neurons.SpikingNeuron`'s own learnable decay is ``sigmoid(w) < 1`` and
@@ -110,9 +114,14 @@ class ConvertedIF(SpikingNeuron):
     """
 
     def __init__(self, v_threshold: float = 1.0, amplitude_ratio: float = 1.0, leak: float = 1.0,
-                 initial_membrane: float = 0.0, *, learnable_leak: bool = True, step_mode: str = "m") -> None:
+                 initial_membrane: float = 0.0, *, learnable_leak: bool = True,
+                 surrogate_gain: float = DEFAULT_SURROGATE_GAIN, step_mode: str = "m") -> None:
         super().__init__(decay=1.0, v_threshold=v_threshold, learnable_threshold=True, reset="soft",
                          surrogate="rectangle", width=1.0, detach_reset=True, step_mode=step_mode)
+        if not (isinstance(surrogate_gain, (int, float)) and not isinstance(surrogate_gain, bool)
+                and surrogate_gain > 0):
+            raise ValueError(f"surrogate_gain must be a positive number, got {surrogate_gain!r}")
+        self.surrogate_gain = float(surrogate_gain)
         if not 0.0 < leak <= 1.0:
             raise ValueError(f"leak must be in (0, 1], got {leak}")
         if not amplitude_ratio > 0:
@@ -150,10 +159,27 @@ class ConvertedIF(SpikingNeuron):
         return NeuronParams(decay=self.decay, v_threshold=self.threshold, reset="soft", surrogate=self.surrogate,
                             detach_reset=True, scale_output=False)
 
+    def _spike(self, x: torch.Tensor) -> torch.Tensor:
+        """``H(x)`` with the rectangle surrogate scaled by ``surrogate_gain`` (forward unchanged:
+        ``s - s.detach()`` is exactly 0)."""
+        s = self.surrogate(x)
+        if self.surrogate_gain != 1.0:
+            s = s + (self.surrogate_gain - 1.0) * (s - s.detach())
+        return s
+
     def _step(self, x: torch.Tensor, v: torch.Tensor, lam: torch.Tensor, vth: torch.Tensor):
         h = lam * v + x
-        s = self.surrogate(h / vth - 1.0)
+        s = self._spike(h / vth - 1.0)
         return s, h, h - s.detach() * vth
+
+    def membrane_after_reset(self) -> torch.Tensor | None:
+        """``u_t = h_t - s_t V`` from the records (the output is ``A s_t``; the reset uses the
+        detached spike, as the dynamics do)."""
+        out, h = self.last_spikes, self.last_membrane
+        if out is None or h is None:
+            return None
+        vth = self.threshold.clamp(min=1e-6)
+        return h - (out / (self.amplitude_ratio * vth)).detach() * vth
 
     def _v0(self, x: torch.Tensor, vth: torch.Tensor) -> torch.Tensor:
         if float(self.initial_membrane) == 0.0:
@@ -315,20 +341,29 @@ def vgg_layers(input_shape: tuple[int, ...], num_classes: int, act: Activation, 
     return stem, body
 
 
-def _activation(spiking: bool, mu_init: float) -> Activation:
-    return ConvertedIF if spiking else (lambda: ClippedReLU(mu_init))
+def _activation(spiking: bool, mu_init: float, surrogate_gain: float = DEFAULT_SURROGATE_GAIN) -> Activation:
+    """Factory of the activations: :class:`ConvertedIF` (SNN) or :class:`ClippedReLU` (DNN)."""
+    if not spiking:
+        return lambda: ClippedReLU(mu_init)
+    try:
+        ConvertedIF(surrogate_gain=surrogate_gain)
+    except ValueError as exc:
+        raise ConfigError("model.options.surrogate_gain", str(exc)) from None
+    return lambda: ConvertedIF(surrogate_gain=surrogate_gain)
 
 
 def _small_cnn(spiking: bool, num_classes: int, input_shape: tuple[int, ...], timesteps: int,
-               **kw) -> ConvertibleNet:
-    stem, body = small_cnn_layers(input_shape, num_classes, _activation(spiking, kw.get("mu_init", 4.0)), **kw)
+               surrogate_gain: float = DEFAULT_SURROGATE_GAIN, **kw) -> ConvertibleNet:
+    act = _activation(spiking, kw.get("mu_init", 4.0), surrogate_gain)
+    stem, body = small_cnn_layers(input_shape, num_classes, act, **kw)
     return ConvertibleNet(input_shape, num_classes, timesteps, stem, body, spiking)
 
 
 def _vgg(name: str, spiking: bool, num_classes: int, input_shape: tuple[int, ...], timesteps: int,
-         cfg: LayerCfg | None = None, **kw) -> ConvertibleNet:
+         cfg: LayerCfg | None = None, surrogate_gain: float = DEFAULT_SURROGATE_GAIN, **kw) -> ConvertibleNet:
     layers = VGG_CONFIGS[name] if cfg is None else cfg
-    stem, body = vgg_layers(input_shape, num_classes, _activation(spiking, kw.get("mu_init", 4.0)), layers, **kw)
+    act = _activation(spiking, kw.get("mu_init", 4.0), surrogate_gain)
+    stem, body = vgg_layers(input_shape, num_classes, act, layers, **kw)
     return ConvertibleNet(input_shape, num_classes, timesteps, stem, body, spiking)
 
 
@@ -361,19 +396,20 @@ def vgg16_dnn(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int,
 @register_model("small_cnn_converted")
 def small_cnn_converted(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                         **kw) -> ConvertibleNet:
-    """The SNN of ``small_cnn_dnn`` (same options; ``mu_init`` is ignored)."""
+    """The SNN of ``small_cnn_dnn`` (same options; ``mu_init`` is ignored; ``surrogate_gain``, default
+    2, scales the neurons' surrogate, see :class:`ConvertedIF`)."""
     return _small_cnn(True, num_classes, input_shape, timesteps, **kw)
 
 
 @register_model("vgg11_converted")
 def vgg11_converted(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                     **kw) -> ConvertibleNet:
-    """The SNN of ``vgg11_dnn`` (same options)."""
+    """The SNN of ``vgg11_dnn`` (same options, and ``surrogate_gain``)."""
     return _vgg("vgg11", True, num_classes, input_shape, timesteps, **kw)
 
 
 @register_model("vgg16_converted")
 def vgg16_converted(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                     **kw) -> ConvertibleNet:
-    """The SNN of ``vgg16_dnn`` (same options)."""
+    """The SNN of ``vgg16_dnn`` (same options, and ``surrogate_gain``)."""
     return _vgg("vgg16", True, num_classes, input_shape, timesteps, **kw)

@@ -11,8 +11,10 @@ All neurons (IF, LIF, PLIF, MT-LIF, soft-reset IF) are one model with parameters
                          h_t - s_t V_{th} & \text{soft reset (subtraction)}\end{cases}
 
 with decay :math:`\lambda` (1 for IF; a constant or ``sigmoid(w)`` for LIF/PLIF),
-:math:`v_{rest} = v_{reset}` under hard reset and 0 under soft reset. ``K = 1`` is LIF
-exactly. ``H`` is the Heaviside step whose backward pass is a surrogate derivative.
+:math:`v_{rest} = v_{reset}` under hard reset and 0 under soft reset. With ``K = 1`` the
+multi-threshold neuron is exactly the single-threshold one with the same reset, decay,
+threshold and surrogate (``K`` only adds the terms ``k >= 2``); it is not the default LIF unless
+those match too (MT-LIF defaults to soft reset and a learnable decay, LIF to hard reset and 0.5). ``H`` is the Heaviside step whose backward pass is a surrogate derivative.
 The output is :math:`s_t` or, with ``scale_output``, :math:`s_t V_{th}` (spike amplitude).
 """
 

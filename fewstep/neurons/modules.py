@@ -9,6 +9,9 @@ Every neuron runs in one of two modes:
 
 Set ``record = True`` to keep the last call's spikes and membrane (``last_spikes``,
 ``last_membrane``, both ``[T, B, ...]`` in multi-step mode) for regularisers and monitors.
+``last_membrane`` is the potential ``h_t`` after charging and before the reset;
+:meth:`SpikingNeuron.membrane_after_reset` gives the potential ``u_t`` after the reset (the state
+carried to the next step) from the two records.
 """
 
 from __future__ import annotations
@@ -106,6 +109,28 @@ class SpikingNeuron(nn.Module):
         self.last_spikes = None
         self.last_membrane = None
 
+    def membrane_after_reset(self) -> torch.Tensor | None:
+        """The recorded membrane after each step's reset, ``u_t`` (``[T, B, ...]``), or ``None``
+        when nothing (or no membrane) was recorded.
+
+        Computed from ``last_spikes`` and ``last_membrane`` (``h_t``) with the neuron's reset rule,
+        so it is the same on every kernel (they record ``h_t`` only): soft reset
+        ``u = h - n V_th`` with ``n`` the number of thresholds crossed, hard reset
+        ``u = h (1 - z) + v_reset z`` with ``z = min(n, 1)``. The gradient flows through the
+        spikes as in the dynamics (not at all with ``detach_reset``); under hard reset with
+        ``K > 1`` it flows only where a single threshold was crossed."""
+        s, h = self.last_spikes, self.last_membrane
+        if s is None or h is None:
+            return None
+        p = self.params()
+        n = s / p.v_threshold if p.scale_output else s
+        if p.detach_reset:
+            n = n.detach()
+        if p.reset == "soft":
+            return h - n * p.v_threshold
+        z = n.clamp(max=1.0)
+        return h * (1.0 - z) + p.v_reset * z
+
     def _run_multistep(
         self, x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None, need_membrane: bool = True
     ) -> StepOutput:
@@ -164,7 +189,15 @@ class PLIF(SpikingNeuron):
 
 class MTLIF(SpikingNeuron):
     """Multi-threshold LIF: emits 0..K spikes per step (thresholds V_th, 2V_th, ..., K V_th),
-    soft reset by ``s * V_th``, learnable decay by default. ``K = 1`` equals LIF."""
+    soft reset by ``s * V_th``, learnable decay by default.
+
+    What ``K = 1`` equals: ``MTLIF(num_thresholds=1, **kw)`` and ``LIF(**kw)`` give identical
+    spikes, membranes and gradients **when they have the same reset, the same decay (its value and whether
+    it is learnable), the threshold and the surrogate**. With their own defaults they differ:
+    ``MTLIF(num_thresholds=1)`` is a soft-reset neuron with a learnable decay (a soft-reset PLIF),
+    whereas ``LIF()`` resets hard with a fixed decay of 0.5. So ``MTLIF(num_thresholds=1,
+    reset="hard", learnable_decay=False)`` equals ``LIF()``, and ``MTLIF(num_thresholds=1)``
+    equals ``PLIF(reset="soft")``."""
 
     def __init__(self, num_thresholds: int = 2, **kwargs) -> None:
         kwargs.setdefault("learnable_decay", True)

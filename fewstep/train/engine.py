@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
 from ..errors import CheckpointError, ConfigError, FewstepError
+from ..infer.anytime import is_causal
 from ..models import build_model
 from ..neurons import reset_net, spiking_neurons
 from . import distributed as dist_utils
@@ -100,7 +101,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         cls, kw = torch.optim.SGD, {"momentum": t.momentum, "nesterov": t.nesterov and t.momentum > 0}
     else:
-        cls, kw = torch.optim.AdamW, {}
+        # With weight_decay = 0 AdamW is Adam; amsgrad as Datta and Beerel fine-tune.
+        cls, kw = torch.optim.AdamW, {"amsgrad": t.amsgrad}
     if fused:
         try:
             return cls(groups, lr=t.lr, fused=True, **kw)
@@ -125,7 +127,9 @@ def make_loss(recipe: Recipe, model: nn.Module) -> Callable[[torch.Tensor, torch
     """The task loss (CE on the mean output, or TET), plus the regularizer if the recipe sets one.
 
     A regularizer sees every spiking layer's spikes and membrane potential at every step: the
-    neurons are switched to ``record = True`` and read after each forward pass.
+    neurons are switched to ``record = True`` and read after each forward pass. The membrane is
+    the one the regularizer asks for (its ``membrane`` attribute): after the reset (``u_t``,
+    RCS's default, as in the authors' code) or before it (``h_t``).
     """
     t = recipe.train
     if t.loss == "tet":
@@ -141,8 +145,11 @@ def make_loss(recipe: Recipe, model: nn.Module) -> Callable[[torch.Tensor, torch
     for _, n in neurons:
         n.record = True
 
+    post_reset = getattr(reg, "membrane", "pre_reset") == "post_reset"
+
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        records = [(name, n.last_spikes, n.last_membrane, n.threshold) for name, n in neurons]
+        records = [(name, n.last_spikes, n.membrane_after_reset() if post_reset else n.last_membrane, n.threshold)
+                   for name, n in neurons]
         return task(out, y) + t.reg_alpha * reg(records, out, y)
 
     return loss
@@ -422,6 +429,9 @@ def build_report(recipe: Recipe, splits: DatasetSplits, model: nn.Module, histor
         "timesteps": len(final),
         "accuracy_per_step": final,
         "accuracy": final[-1] if final else None,
+        # False: a step t < T output depends on later inputs, so the per-step accuracies before T
+        # are no anytime accuracies (fewstep.infer refuses such a model)
+        "causal": is_causal(model),
         "train_seconds": round(train_seconds, 3),
         "epochs": len(history),
         "seed": recipe.train.seed,
