@@ -20,7 +20,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<recipe>)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $FEWSTEP_DATA)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (without it, or --resume, such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -62,7 +65,7 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     recipe = load_recipe(recipe_name, args.overrides)
     out = args.out or Path("runs") / recipe.name
     report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                   progress=not args.no_progress)
+                   overwrite=args.overwrite, progress=not args.no_progress)
     if report and os.environ.get("RANK", "0") == "0":
         print(f"\n{recipe.name} finished; report and plots in {out}/")
         print(summary_table(report))

@@ -38,3 +38,8 @@ class DownloadError(FewstepError, OSError):
 
 class CheckpointError(FewstepError, ValueError):
     """A checkpoint is missing, corrupt, or unsafe to load."""
+
+
+class RunExistsError(FewstepError, FileExistsError):
+    """The output folder already holds a training run that a new run would overwrite; continue it
+    (``--resume``) or replace it on purpose (``--overwrite``)."""

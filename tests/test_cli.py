@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import fewstep
 from fewstep.cli import main
 
 SMALL = ["--set", "train.epochs=1", "--set", "data.train_limit=128", "--set", "data.test_limit=64",
@@ -76,3 +78,51 @@ def test_quickstart_runs_the_event_pipeline():
     recipe = load_recipe(QUICKSTART_RECIPE)
     assert recipe.data.dataset.startswith("saccade-") and recipe.model.timesteps == 2
     assert recipe.neuron.kind == "mtlif" and recipe.model.name.startswith("scb_")
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 19: refuse to destroy runs, stop fine-tunes without their checkpoint, say how to resume
+# after Ctrl-C, one line for bad checkpoints, validate options first, wording. Each through the
+# real entry point, ``python -m fewstep``, in a subprocess.
+
+ROOT = Path(fewstep.__file__).resolve().parents[1]  # the fewstep under test (PYTHONPATH of the children)
+TINY_DNN = ["--set", "train.epochs=1", "--set", "data.train_limit=64", "--set", "data.test_limit=32", "--no-progress"]
+
+
+def fewstep_cli(*args: object, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m fewstep ARGS`` in a subprocess (one thread), its output captured."""
+    return subprocess.run([sys.executable, "-m", "fewstep", *map(str, args)], capture_output=True, text=True,
+                          env=_child_env(), cwd=cwd, timeout=timeout)
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "FEWSTEP_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The single ``fewstep: error:`` line a failed command must print (and nothing else on stderr)."""
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-4000:])
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("fewstep: error: "), r.stderr
+    return r.stderr
+
+
+def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path):
+    """Item 1: the default ``runs/<recipe>`` of a second run of the same recipe held a finished run
+    that was replaced without a word; now it is refused, files untouched, and --overwrite replaces it."""
+    out = tmp_path / "runs" / "quickstart"
+    first = fewstep_cli("train", "quickstart", "--device", "cpu", *SMALL, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-4000:]
+    files = ("last.pt", "report.json")
+    before = {n: (out / n).read_bytes() for n in files}
+    err = one_error_line(fewstep_cli("train", "quickstart", "--device", "cpu", *SMALL, cwd=tmp_path))
+    assert str(Path("runs") / "quickstart") in err and "--resume" in err and "--overwrite" in err, err
+    assert "finished run" in err, err
+    assert {n: (out / n).read_bytes() for n in files} == before  # nothing was touched
+    mtime = (out / "report.json").stat().st_mtime_ns
+    again = fewstep_cli("train", "quickstart", "--device", "cpu", *SMALL, "--overwrite", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert (out / "report.json").stat().st_mtime_ns != mtime
+    both = fewstep_cli("train", "quickstart", "--device", "cpu", "--resume", "--overwrite", cwd=tmp_path)
+    assert both.returncode == 2 and "not allowed with" in both.stderr, both.stderr
