@@ -73,6 +73,10 @@ class TrainConfig:
     reg_alpha: float = 0.0  # weight of the regularizer in the loss
     reg_options: dict = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (e.g. a converted SNN) instead of random init
+    # Whether training must start from init_checkpoint (fewstep train stops at once when it is
+    # empty). Unset: true for the *_converted models, which only make sense fine-tuned from a
+    # conversion; set it to false to train one from random weights on purpose.
+    requires_init_checkpoint: bool | None = None
     tensorboard: bool = False  # write TensorBoard scalars to out_dir/tb (needs the tensorboard package)
     energy_preset: str = "45nm-float"  # energy constants for the report (45nm-float | 45nm-int)
     compile: bool = False  # torch.compile the whole model (opt-in; results equal eager up to rounding)

@@ -126,3 +126,12 @@ def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path):
     assert (out / "report.json").stat().st_mtime_ns != mtime
     both = fewstep_cli("train", "quickstart", "--device", "cpu", "--resume", "--overwrite", cwd=tmp_path)
     assert both.returncode == 2 and "not allowed with" in both.stderr, both.stderr
+
+
+def test_finetune_recipe_without_its_checkpoint_stops_before_any_work(tmp_path):
+    """Item 2: digits-dnn-finetune-t2 without train.init_checkpoint trained from scratch and reported
+    success; now one error names the recipe and how to supply the checkpoint, and nothing is written."""
+    out = tmp_path / "ft"
+    err = one_error_line(fewstep_cli("train", "digits-dnn-finetune-t2", "--out", out, "--device", "cpu", *TINY_DNN))
+    assert "digits-dnn-finetune-t2" in err and "--set train.init_checkpoint=" in err and "fewstep convert" in err, err
+    assert not out.exists()

@@ -141,3 +141,25 @@ def test_a_run_folder_is_never_overwritten_silently(tmp_path):
     assert train(recipe, finished, overwrite=True, stop_after_epoch=0, **quiet) == {}
     assert not [n for n in ("last.pt", "last.pt.prev", "report.json") if (finished / n).exists()]
     assert train(recipe, finished, **quiet)["epochs"] == 2  # an emptied folder is a fresh start
+
+
+def test_converted_models_require_their_init_checkpoint(tmp_path):
+    """Issue 19, item 2: the fine-tune recipes (``*_converted`` models) stop at once without
+    ``train.init_checkpoint``; ``train.requires_init_checkpoint`` overrides the inference."""
+    from fewstep.config import builtin_recipes, load_recipe
+    from fewstep.errors import ConfigError
+    from fewstep.train.engine import requires_init_checkpoint
+
+    finetunes = {n for n in builtin_recipes() if load_recipe(n).model.name.endswith("_converted")}
+    assert {"digits-dnn-finetune-t2", "fmnist-convert-finetune-t2", "cifar10-convert-finetune-t2",
+            "cifar10-fast-convert-finetune-t2"} <= finetunes
+    assert all(requires_init_checkpoint(load_recipe(n)) for n in finetunes)
+    assert not requires_init_checkpoint(load_recipe("quickstart"))
+    assert requires_init_checkpoint(load_recipe("quickstart", ["train.requires_init_checkpoint=true"]))
+    recipe = load_recipe("digits-dnn-finetune-t2", ["train.epochs=1"])
+    with pytest.raises(ConfigError, match="digits-dnn-finetune-t2"):
+        train(recipe, tmp_path / "ft", device="cpu", progress=False, log=lambda s: None)
+    assert not (tmp_path / "ft").exists()
+    scratch = load_recipe("digits-dnn-finetune-t2", ["train.epochs=1", "data.train_limit=64", "data.test_limit=32",
+                                                      "train.requires_init_checkpoint=false"])
+    assert train(scratch, tmp_path / "scratch", device="cpu", progress=False, log=lambda s: None)["epochs"] == 1

@@ -164,6 +164,30 @@ def load_initial_weights(recipe: Recipe, model: nn.Module) -> None:
         raise CheckpointError(f"{recipe.train.init_checkpoint}: does not fit model {recipe.model.name!r}: {exc}") from None
 
 
+def requires_init_checkpoint(recipe: Recipe) -> bool:
+    """Whether ``recipe`` must start from ``train.init_checkpoint``: ``train.requires_init_checkpoint``
+    when the recipe sets it, else true for the ``*_converted`` models (fine-tuned conversions: from
+    random weights they train as an ordinary, worse SNN, and the run would look like a success)."""
+    if recipe.train.requires_init_checkpoint is not None:
+        return recipe.train.requires_init_checkpoint
+    from ..models.dnn import CONVERTED_NAMES
+
+    return recipe.model.name in CONVERTED_NAMES.values()
+
+
+def check_init_checkpoint(recipe: Recipe) -> None:
+    """Stop before any work when the recipe needs ``train.init_checkpoint`` and it is empty or
+    names no file (the weights are loaded later, once the data has given the model's shape)."""
+    path = recipe.train.init_checkpoint
+    if not path and requires_init_checkpoint(recipe):
+        raise ConfigError("train.init_checkpoint", f"recipe {recipe.name!r} fine-tunes {recipe.model.name!r} from a "
+                          "checkpoint and none is set; convert a trained DNN with `fewstep convert` and pass "
+                          "--set train.init_checkpoint=PATH (e.g. its converted-dist-t2.pt), or --set "
+                          "train.requires_init_checkpoint=false to train from random weights")
+    if path and not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint (train.init_checkpoint of recipe {recipe.name!r})")
+
+
 def previous_run_files(out_dir: str | Path) -> list[Path]:
     """The files of an earlier run in ``out_dir`` (see :data:`RUN_FILES`)."""
     out = Path(out_dir)
@@ -285,6 +309,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     A folder that already holds a run (``last.pt``, ``report.json``) is refused with
     :class:`~fewstep.errors.RunExistsError` unless ``resume`` (continue it) or ``overwrite``
     (replace it: its files are removed once data and model are ready, before the first epoch).
+    A recipe that needs ``train.init_checkpoint`` (see :func:`requires_init_checkpoint`) and has
+    none is refused before any work.
 
     ``callbacks`` are objects with optional methods ``on_epoch_end(epoch_record, model, out_dir)``
     and ``on_train_end(report, model, out_dir)`` (called on rank 0 only). ``train.tensorboard``
@@ -294,6 +320,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     """
     out = Path(out_dir)
     check_output_folder(out, resume, overwrite)
+    check_init_checkpoint(recipe)
     log = log or (lambda msg: print(msg, flush=True))  # flushed: logs piped to files stay current
     rank, world = dist_utils.setup()
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
