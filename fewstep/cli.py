@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from .errors import FewstepError
@@ -56,6 +58,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The ``fewstep`` command line that continues the run ``args`` describes (``--resume``,
+    the same recipe, ``--set`` options, ``--out``, data root and device)."""
+    words = ["fewstep", "quickstart"] if args.command == "quickstart" else ["fewstep", "train", args.recipe]
+    for text in args.overrides:
+        words += ["--set", text]
+    words += ["--out", str(out)]
+    if args.data_root is not None:
+        words += ["--data-root", str(args.data_root)]
+    if args.device != "auto":
+        words += ["--device", args.device]
+    if args.no_progress:
+        words.append("--no-progress")
+    return shlex.join([*words, "--resume"])
+
+
+def interrupted_message(args: argparse.Namespace, out: Path, started: float) -> str:
+    """What ``fewstep train`` says on Ctrl-C: where the last finished epoch is and the exact command
+    that resumes it, or that no epoch of this run was saved. A ``last.pt`` older than this run (an
+    ``--overwrite`` interrupted before its first epoch) is not this run's and is not offered."""
+    from .train.engine import CHECKPOINT_NAME
+
+    ckpt = out / CHECKPOINT_NAME
+    try:
+        ours = ckpt.is_file() and (args.resume or ckpt.stat().st_mtime >= started - 1.0)
+    except OSError:
+        ours = False
+    if ours:
+        return (f"interrupted; the last finished epoch is saved in {ckpt}. Continue with: "
+                f"{resume_command(args, out)}")
+    return f"interrupted before this run finished an epoch; nothing of it was saved in {out}"
+
+
+def _say_interrupted(message: str) -> None:
+    lead = "\n" if sys.stderr.isatty() else ""  # off the line a terminal's "^C" (or a progress bar) is on
+    print(f"{lead}fewstep: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     from .config import load_recipe
     from .report import summary_table
@@ -64,8 +104,14 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     threads_from_env()
     recipe = load_recipe(recipe_name, args.overrides)
     out = args.out or Path("runs") / recipe.name
-    report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                   overwrite=args.overwrite, progress=not args.no_progress)
+    started = time.time()
+    try:
+        report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            _say_interrupted(interrupted_message(args, out, started))
+        return 130
     if report and os.environ.get("RANK", "0") == "0":
         print(f"\n{recipe.name} finished; report and plots in {out}/")
         print(summary_table(report))
@@ -122,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except FewstepError as exc:
         print(f"fewstep: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fewstep: interrupted; the last completed epoch is checkpointed (use --resume)", file=sys.stderr)
+    except KeyboardInterrupt:  # train says more (cmd_train); eval and convert have nothing to resume
+        _say_interrupted("interrupted")
         return 130
 
 

@@ -2,12 +2,15 @@
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import fewstep
-from fewstep.cli import main
+from fewstep.cli import build_parser, main
 
 SMALL = ["--set", "train.epochs=1", "--set", "data.train_limit=128", "--set", "data.test_limit=64",
          "--set", "model.options.channels=[8, 8]", "--set", "model.options.hidden=16", "--no-progress"]
@@ -135,3 +138,46 @@ def test_finetune_recipe_without_its_checkpoint_stops_before_any_work(tmp_path):
     err = one_error_line(fewstep_cli("train", "digits-dnn-finetune-t2", "--out", out, "--device", "cpu", *TINY_DNN))
     assert "digits-dnn-finetune-t2" in err and "--set train.init_checkpoint=" in err and "fewstep convert" in err, err
     assert not out.exists()
+
+
+def test_ctrl_c_says_where_the_last_epoch_is_and_how_to_resume(tmp_path):
+    """Item 3: SIGINT during training (once the first checkpoint exists) exits with 130 and prints
+    the saved last.pt and the exact command that resumes the run."""
+    out = tmp_path / "run"
+    sets = ["train.epochs=1000", "data.train_limit=128", "data.test_limit=64", "model.options.channels=[8, 8]",
+            "model.options.hidden=16"]
+    args = ["train", "quickstart", "--out", str(out), "--device", "cpu", "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    # SIGINT is ignored in a background child of a non-interactive shell; give Python its default handler
+    proc = subprocess.Popen([sys.executable, "-m", "fewstep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_child_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / "last.pt").exists() and proc.poll() is None, "no checkpoint before the run ended"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (proc.returncode, stderr[-4000:])
+    assert "Traceback" not in stderr, stderr
+    assert str(out / "last.pt") in stderr, stderr
+    command = stderr.split("Continue with: ", 1)[1].strip()
+    words = shlex.split(command)
+    assert words[:3] == ["fewstep", "train", "quickstart"] and words[-1] == "--resume", command
+    resumed = build_parser().parse_args(words[1:])
+    assert resumed.resume and not resumed.overwrite and resumed.out == out and resumed.overrides == sets
+    assert resumed.device == "cpu"
+
+
+def test_interrupt_before_the_first_epoch_says_nothing_was_saved(tmp_path):
+    from fewstep.cli import interrupted_message
+
+    args = build_parser().parse_args(["train", "quickstart", "--out", str(tmp_path)])
+    msg = interrupted_message(args, tmp_path, time.time())
+    assert "nothing" in msg and "--resume" not in msg, msg
