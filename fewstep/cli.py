@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except FewstepError as exc:
-        print(f"fewstep: error: {exc}", file=sys.stderr)
+        print(f"fewstep: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it wraps
         return 1
     except KeyboardInterrupt:  # train says more (cmd_train); eval and convert have nothing to resume
         _say_interrupted("interrupted")

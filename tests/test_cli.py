@@ -2,12 +2,15 @@
 
 import json
 import os
+import random
 import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 import fewstep
 from fewstep.cli import build_parser, main
@@ -181,3 +184,36 @@ def test_interrupt_before_the_first_epoch_says_nothing_was_saved(tmp_path):
     args = build_parser().parse_args(["train", "quickstart", "--out", str(tmp_path)])
     msg = interrupted_message(args, tmp_path, time.time())
     assert "nothing" in msg and "--resume" not in msg, msg
+
+
+def _bad_checkpoint(kind: str, tmp_path: Path) -> Path:
+    if kind == "README.md":
+        return ROOT / "README.md"
+    path = tmp_path / f"{kind}.pt"
+    if kind == "text":
+        path.write_text("epoch = 3\nthis is not a checkpoint\n")
+    elif kind == "random bytes":
+        path.write_bytes(random.Random(19).randbytes(4096))
+    elif kind == "torch file without recipe":
+        import torch
+
+        torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["text", "random bytes", "torch file without recipe", "README.md"])
+def test_a_file_that_is_no_fewstep_checkpoint_is_one_line_naming_it(kind, tmp_path):
+    """Item 4: these ended in KeyError / IndexError tracebacks, or (README.md) in "would run code"
+    followed by PyTorch's request to file an issue."""
+    path = _bad_checkpoint(kind, tmp_path)
+    for command in ("eval", "convert"):
+        err = one_error_line(fewstep_cli(command, path, "--device", "cpu", "--out", tmp_path / "out"))
+        assert str(path) in err, err
+        assert "file an issue" not in err and "would run code" not in err and "weights_only" not in err, err
+        if kind in ("text", "README.md"):
+            assert "a text file, not a PyTorch checkpoint" in err, err
+        elif kind == "random bytes":
+            assert "not a PyTorch checkpoint" in err, err
+        else:
+            assert "not a fewstep checkpoint (no 'recipe'" in err, err
+    assert not (tmp_path / "out").exists()
