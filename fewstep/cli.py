@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -16,12 +17,20 @@ from .errors import FewstepError
 QUICKSTART_RECIPE = "quickstart-events"
 
 
+def device_option(text: str) -> str:
+    """``--device``: checked when the command line is parsed, before any work (whether CUDA is
+    there is checked when the run starts)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {text!r}")
+    return text
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<recipe>)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $FEWSTEP_DATA)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", type=device_option, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     again.add_argument("--overwrite", action="store_true",
@@ -45,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy at every time step")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_option, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", type=Path, default=None, help="where to write eval_report.json (default: beside it)")
     from .infer.cli import register_eval_options
 

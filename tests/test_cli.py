@@ -217,3 +217,26 @@ def test_a_file_that_is_no_fewstep_checkpoint_is_one_line_naming_it(kind, tmp_pa
         else:
             assert "not a fewstep checkpoint (no 'recipe'" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny quickstart run (its ``last.pt``), trained once in this process."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "quickstart", "--out", str(out), "--device", "cpu", *SMALL]) == 0
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize("options,flag", [
+    (["eval", "--cutoff", "--eps", "2"], "--eps"), (["eval", "--cutoff", "--eps", "0", "nan"], "--eps"),
+    (["eval", "--cutoff", "--target-drop", "-1"], "--target-drop"), (["eval", "--device", "gpu"], "--device"),
+    (["convert", "--device", "gpu"], "--device")])
+def test_bad_options_are_refused_before_any_work(options, flag, finished_run, tmp_path):
+    """Item 5: ``eval --cutoff --eps 2`` failed with a traceback after the whole evaluation; options
+    are now checked when the command line is parsed, before the checkpoint is even read."""
+    command, *rest = options
+    out = tmp_path / "out"
+    r = fewstep_cli(command, finished_run, "--out", out, *rest)
+    assert r.returncode == 2, (r.returncode, r.stderr[-4000:])
+    assert "Traceback" not in r.stderr and f"argument {flag}" in r.stderr, r.stderr
+    assert r.stdout == "" and not out.exists(), r.stdout
