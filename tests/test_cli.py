@@ -240,3 +240,33 @@ def test_bad_options_are_refused_before_any_work(options, flag, finished_run, tm
     assert r.returncode == 2, (r.returncode, r.stderr[-4000:])
     assert "Traceback" not in r.stderr and f"argument {flag}" in r.stderr, r.stderr
     assert r.stdout == "" and not out.exists(), r.stdout
+
+
+def test_unknown_recipe_is_not_a_config_key(tmp_path):
+    """Item 14: an unknown recipe was reported as "config key 'recipe'"."""
+    err = one_error_line(fewstep_cli("train", "no-such-recipe", "--out", tmp_path / "x"))
+    assert "no recipe named 'no-such-recipe'" in err and "config key" not in err, err
+
+
+def test_a_bad_override_blames_the_override_not_the_recipe_file(tmp_path):
+    """Item 14: ``--set train.epochs=0`` was reported as an error in quickstart.toml."""
+    err = one_error_line(fewstep_cli("train", "quickstart", "--out", tmp_path / "x", "--set", "train.epochs=0"))
+    assert "--set train.epochs=0" in err and "train.epochs" in err and "quickstart.toml" not in err, err
+
+
+def test_dnn_summary_does_not_claim_to_be_below_the_ann(tmp_path):
+    """Item 14: the summary of a DNN run said "(1.0x below the ANN)" about the ANN itself."""
+    r = fewstep_cli("train", "digits-dnn", "--out", tmp_path / "dnn", "--device", "cpu", *TINY_DNN)
+    assert r.returncode == 0, r.stderr[-4000:]
+    row = next(line for line in r.stdout.splitlines() if "energy / sample" in line)
+    assert "below the ANN" not in row and "the ANN reference itself" in row, row
+
+
+def test_energy_comparison_words():
+    from fewstep.report import energy_comparison
+
+    spiking = {"neurons": [{"name": "n"}], "sops": 10.0}
+    assert energy_comparison({**spiking, "ratio": 4.0}) == "4.0x below the ANN"
+    assert energy_comparison({**spiking, "ratio": 0.5}) == "2.0x above the ANN"
+    assert "no ANN/SNN ratio" in energy_comparison({**spiking, "ratio": None})
+    assert "ANN reference" in energy_comparison({"neurons": [], "sops": 0.0, "ratio": 1.0})
