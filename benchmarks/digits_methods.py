@@ -112,7 +112,9 @@ def _train(recipe_name: str, overrides: list[str], out: Path, device: str, log: 
     from fewstep.train.engine import train
 
     recipe = load_recipe(recipe_name, overrides)
-    return train(recipe, out, device=device, data_root=data_root, progress=False, log=log)
+    # Every call of this benchmark trains its runs again into the same folders (it reuses none),
+    # so replacing an earlier run there is the intent, not an accident.
+    return train(recipe, out, device=device, data_root=data_root, progress=False, log=log, overwrite=True)
 
 
 def _epochs(recipe: str, quick: bool) -> list[str]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from .errors import FewstepError
@@ -14,13 +17,24 @@ from .errors import FewstepError
 QUICKSTART_RECIPE = "quickstart-events"
 
 
+def device_option(text: str) -> str:
+    """``--device``: checked when the command line is parsed, before any work (whether CUDA is
+    there is checked when the run starts)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {text!r}")
+    return text
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<recipe>)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $FEWSTEP_DATA)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--device", type=device_option, default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --out (without it, or --resume, such a folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -40,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy at every time step")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_option, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", type=Path, default=None, help="where to write eval_report.json (default: beside it)")
     from .infer.cli import register_eval_options
 
@@ -53,6 +67,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The ``fewstep`` command line that continues the run ``args`` describes (``--resume``,
+    the same recipe, ``--set`` options, ``--out``, data root and device)."""
+    words = ["fewstep", "quickstart"] if args.command == "quickstart" else ["fewstep", "train", args.recipe]
+    for text in args.overrides:
+        words += ["--set", text]
+    words += ["--out", str(out)]
+    if args.data_root is not None:
+        words += ["--data-root", str(args.data_root)]
+    if args.device != "auto":
+        words += ["--device", args.device]
+    if args.no_progress:
+        words.append("--no-progress")
+    return shlex.join([*words, "--resume"])
+
+
+def interrupted_message(args: argparse.Namespace, out: Path, started: float) -> str:
+    """What ``fewstep train`` says on Ctrl-C: where the last finished epoch is and the exact command
+    that resumes it, or that no epoch of this run was saved. A ``last.pt`` older than this run (an
+    ``--overwrite`` interrupted before its first epoch) is not this run's and is not offered."""
+    from .train.engine import CHECKPOINT_NAME
+
+    ckpt = out / CHECKPOINT_NAME
+    try:
+        ours = ckpt.is_file() and (args.resume or ckpt.stat().st_mtime >= started - 1.0)
+    except OSError:
+        ours = False
+    if ours:
+        return (f"interrupted; the last finished epoch is saved in {ckpt}. Continue with: "
+                f"{resume_command(args, out)}")
+    return f"interrupted before this run finished an epoch; nothing of it was saved in {out}"
+
+
+def _say_interrupted(message: str) -> None:
+    lead = "\n" if sys.stderr.isatty() else ""  # off the line a terminal's "^C" (or a progress bar) is on
+    print(f"{lead}fewstep: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     from .config import load_recipe
     from .report import summary_table
@@ -61,8 +113,14 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
     threads_from_env()
     recipe = load_recipe(recipe_name, args.overrides)
     out = args.out or Path("runs") / recipe.name
-    report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                   progress=not args.no_progress)
+    started = time.time()
+    try:
+        report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            _say_interrupted(interrupted_message(args, out, started))
+        return 130
     if report and os.environ.get("RANK", "0") == "0":
         print(f"\n{recipe.name} finished; report and plots in {out}/")
         print(summary_table(report))
@@ -117,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except FewstepError as exc:
-        print(f"fewstep: error: {exc}", file=sys.stderr)
+        print(f"fewstep: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it wraps
         return 1
-    except KeyboardInterrupt:
-        print("fewstep: interrupted; the last completed epoch is checkpointed (use --resume)", file=sys.stderr)
+    except KeyboardInterrupt:  # train says more (cmd_train); eval and convert have nothing to resume
+        _say_interrupted("interrupted")
         return 130
 
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from .errors import ConfigError
+from .errors import ConfigError, RecipeNotFoundError
 from .neurons import NEURON_KINDS, SURROGATES, NeuronSpec
 
 if sys.version_info >= (3, 11):
@@ -74,6 +74,10 @@ class TrainConfig:
     reg_alpha: float = 0.0  # weight of the regularizer in the loss
     reg_options: dict = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (e.g. a converted SNN) instead of random init
+    # Whether training must start from init_checkpoint (fewstep train stops at once when it is
+    # empty). Unset: true for the *_converted models, which only make sense fine-tuned from a
+    # conversion; set it to false to train one from random weights on purpose.
+    requires_init_checkpoint: bool | None = None
     tensorboard: bool = False  # write TensorBoard scalars to out_dir/tb (needs the tensorboard package)
     energy_preset: str = "45nm-float"  # energy constants for the report (45nm-float | 45nm-int)
     compile: bool = False  # torch.compile the whole model (opt-in; results equal eager up to rounding)
@@ -257,20 +261,44 @@ def find_recipe(name_or_path: str) -> Path:
     shipped = builtin_recipes()
     if name_or_path in shipped:
         return shipped[name_or_path]
-    raise ConfigError("recipe", f"no recipe named {name_or_path!r} and no such file; shipped recipes: "
-                      f"{', '.join(sorted(shipped))}")
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        raise RecipeNotFoundError(name_or_path, f"{name_or_path}: no such recipe file")
+    raise RecipeNotFoundError(name_or_path, f"no recipe named {name_or_path!r} (nor a file of that name); shipped "
+                              f"recipes: {', '.join(sorted(shipped))}; `fewstep recipes` lists them")
+
+
+def _override_of(key: str, overrides: list[str]) -> str | None:
+    """The ``--set`` override that set ``key`` (or a table holding it, or a key inside it), if any."""
+    for text in reversed(overrides):  # the last override of a key wins, so it is the one to blame
+        set_key = text.split("=", 1)[0].strip()
+        if set_key == key or key.startswith(set_key + ".") or set_key.startswith(key + "."):
+            return text
+    return None
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Load, override and validate a recipe."""
+    """Load, override and validate a recipe.
+
+    A value that a ``--set`` override put in is reported as coming from that override, not from
+    the recipe file; other errors name the file (and the overrides, which may have caused them)."""
     path = find_recipe(name_or_path)
+    overrides = list(overrides or [])
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("<file>", f"not valid TOML: {exc}", path) from None
     except ValueError as exc:  # valid TOML Python will not read, e.g. an integer of over 4300 digits
         raise ConfigError("<file>", f"unusable value: {exc}", path) from None
-    return recipe_from_dict(apply_overrides(raw, overrides or []), str(path))
+    try:
+        return recipe_from_dict(apply_overrides(raw, overrides), str(path))
+    except ConfigError as exc:
+        override = _override_of(exc.key, overrides)
+        if override is not None:
+            raise ConfigError(exc.key, exc.problem, origin=f"--set {override}") from None
+        if overrides and exc.source and exc.origin is None:
+            raise ConfigError(exc.key, exc.problem, origin=f"{exc.source} with --set "
+                              f"{', '.join(overrides)}") from None
+        raise
 
 
 def recipe_summary(recipe: Recipe) -> str:

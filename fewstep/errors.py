@@ -11,12 +11,26 @@ class FewstepError(Exception):
 
 
 class ConfigError(FewstepError, ValueError):
-    """A recipe or option is wrong: unknown key, wrong type or value out of range."""
+    """A recipe or option is wrong: unknown key, wrong type or value out of range.
 
-    def __init__(self, key: str, problem: str, source: str | Path | None = None) -> None:
-        self.key, self.problem, self.source = key, problem, source
-        where = f" in {source}" if source else ""
+    ``source`` is the file the value came from ("config key 'k' in FILE: ..."); ``origin``, when
+    given, names where it came from instead (e.g. ``--set train.epochs=0``), so that a bad
+    command-line override is not blamed on the recipe file."""
+
+    def __init__(self, key: str, problem: str, source: str | Path | None = None, *, origin: str | None = None) -> None:
+        self.key, self.problem, self.source, self.origin = key, problem, source, origin
+        where = f" (from {origin})" if origin else f" in {source}" if source else ""
         super().__init__(f"config key {key!r}{where}: {problem}")
+
+
+class RecipeNotFoundError(ConfigError):
+    """No shipped recipe has this name and no such recipe file exists (a :class:`ConfigError`
+    for callers that catch those, but its message names the recipe, not a "config key")."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.key, self.problem, self.source, self.origin = "recipe", problem, None, None
+        FewstepError.__init__(self, problem)
+        self.name = name
 
 
 class DataFormatError(FewstepError, ValueError):
@@ -38,3 +52,8 @@ class DownloadError(FewstepError, OSError):
 
 class CheckpointError(FewstepError, ValueError):
     """A checkpoint is missing, corrupt, or unsafe to load."""
+
+
+class RunExistsError(FewstepError, FileExistsError):
+    """The output folder already holds a training run that a new run would overwrite; continue it
+    (``--resume``) or replace it on purpose (``--overwrite``)."""

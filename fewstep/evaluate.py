@@ -6,20 +6,42 @@ from pathlib import Path
 from typing import Any
 
 from .config import recipe_from_dict
+from .errors import CheckpointError
 from .report import write_json_atomic
 from .train.checkpoint import load_checkpoint
 from .train.data_feed import DeviceFeed
 from .train.engine import autocast_for, evaluate, make_model, prepare_data, resolve_device
 
 
+def check_model_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` holds the ``recipe`` and ``model``
+    that ``fewstep eval`` and ``fewstep convert`` rebuild a network from."""
+    for key in ("recipe", "model"):
+        if key not in state:
+            what = ("a bare state dict, or a file from another program" if key == "recipe"
+                    else "a recipe without weights")
+            raise CheckpointError(f"{path}: not a fewstep checkpoint (no {key!r}: {what}); use the last.pt of "
+                                  "fewstep train or a checkpoint fewstep convert wrote")
+        if not isinstance(state[key], dict):
+            raise CheckpointError(f"{path}: not a fewstep checkpoint ({key!r} is a {type(state[key]).__name__}, "
+                                  "expected a dict)")
+
+
 def load_trained(checkpoint: str | Path, device: str | None = "auto", data_root: str | Path | None = None):
     """``(recipe, model, splits, device)`` from a training checkpoint, model in eval mode."""
     state = load_checkpoint(checkpoint)
-    recipe = recipe_from_dict(state["recipe"], str(checkpoint))
+    check_model_checkpoint(state, checkpoint)
+    recipe = recipe_from_dict(state["recipe"], f"the recipe stored in {checkpoint}")
     dev = resolve_device(device)
     splits = prepare_data(recipe, data_root)
     model = make_model(recipe, splits).to(dev)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())  # torch's messages span lines; the CLI prints one
+        detail = detail if len(detail) <= 400 else detail[:400] + "..."
+        raise CheckpointError(f"{checkpoint}: its weights do not fit its recipe's model {recipe.model.name!r} "
+                              f"({type(exc).__name__}: {detail})") from None
     model.eval()
     return recipe, model, splits, dev
 

@@ -61,3 +61,29 @@ def test_missing_checkpoint(tmp_path):
     assert latest_good(tmp_path / "none.pt") is None
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"", "an empty file"), (b"# a markdown file\n\nwith text\n", "a text file, not a PyTorch checkpoint"),
+    (bytes(range(7, 250)) * 4, "not a PyTorch checkpoint (neither a zip archive nor a pickle"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path, content, problem):
+    """Issue 19, item 4: text raised KeyError from the unpickler, other bytes "would run code"
+    followed by PyTorch's request to file an issue."""
+    p = tmp_path / "x.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(p)
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: ") and problem in msg and "\n" not in msg, msg
+    assert "would run code" not in msg and "file an issue" not in msg, msg
+
+
+def test_a_refused_object_is_one_line_without_pytorchs_advice(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"payload": _Evil(str(tmp_path / "pwned"))}, p)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(p)
+    msg = str(info.value)
+    assert "refused" in msg and "would run code" in msg and "\n" not in msg, msg
+    assert "weights_only" not in msg and "file an issue" not in msg, msg

@@ -74,3 +74,25 @@ def test_bad_toml_file_names_the_file(tmp_path):
     p.write_text("[train\nepochs = 3")
     with pytest.raises(ConfigError, match="broken.toml"):
         load_recipe(str(p))
+
+
+def test_override_errors_name_the_override_not_the_file():
+    """Issue 19, item 14: a bad ``--set`` value was blamed on the recipe file."""
+    with pytest.raises(ConfigError) as info:
+        load_recipe("quickstart", ["train.epochs=0"])
+    assert "(from --set train.epochs=0)" in str(info.value) and "quickstart.toml" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"from --set model\.bogus=1"):
+        load_recipe("quickstart", ["model.bogus=1"])
+    with pytest.raises(ConfigError) as info:  # the file's warmup_epochs against the override's epochs: both named
+        load_recipe("cifar10-fast-lif-t2", ["train.epochs=1"])
+    msg = str(info.value)
+    assert "train.warmup_epochs" in msg and "cifar10-fast-lif-t2.toml with --set train.epochs=1" in msg, msg
+
+
+def test_unknown_recipe_names_the_recipe_not_a_config_key():
+    """Issue 19, item 14: "config key 'recipe'" for a recipe name that does not exist."""
+    with pytest.raises(ConfigError) as info:
+        load_recipe("no-such-recipe")
+    assert str(info.value).startswith("no recipe named 'no-such-recipe'") and "config key" not in str(info.value)
+    with pytest.raises(ConfigError, match="no such recipe file"):
+        load_recipe("missing/recipe.toml")

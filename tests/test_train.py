@@ -8,6 +8,7 @@ import torch
 
 from fewstep.config import recipe_from_dict
 from fewstep.data import load_dataset
+from fewstep.errors import FewstepError
 from fewstep.train import train
 from fewstep.train.data_feed import DeviceFeed, random_crop_flip
 from fewstep.train.losses import cumulative_accuracy, mean_output_ce, tet_loss
@@ -112,3 +113,53 @@ def test_random_crop_is_a_translation_with_zero_fill():
         assert (y == 0).sum() in (0, 3, 4, 7)  # shifted by 0/1 px in each direction
         seen.add(tuple(y.flatten().tolist()))
     assert len(seen) > 3
+
+
+def test_a_run_folder_is_never_overwritten_silently(tmp_path):
+    """Issue 19, item 1, in the Python API: a finished or an interrupted run in ``out_dir`` is refused
+    unless ``resume`` or ``overwrite``; ``overwrite`` removes the old run's files before its first epoch."""
+    from fewstep.errors import RunExistsError
+
+    recipe = recipe_from_dict({**TINY, "train": {**TINY["train"], "epochs": 2}})
+    quiet = {"device": "cpu", "progress": False, "log": lambda s: None}
+    unfinished, finished = tmp_path / "unfinished", tmp_path / "finished"
+    train(recipe, unfinished, stop_after_epoch=1, **quiet)
+    before = (unfinished / "last.pt").read_bytes()
+    with pytest.raises(RunExistsError, match="unfinished run") as info:
+        train(recipe, unfinished, **quiet)
+    assert str(unfinished) in str(info.value) and "--resume" in str(info.value)
+    assert (unfinished / "last.pt").read_bytes() == before and not (unfinished / "report.json").exists()
+
+    train(recipe, finished, **quiet)
+    report = (finished / "report.json").read_bytes()
+    with pytest.raises(RunExistsError, match="finished run"):
+        train(recipe, finished, **quiet)
+    assert (finished / "report.json").read_bytes() == report
+    with pytest.raises(FewstepError, match="exclude each other"):
+        train(recipe, finished, resume=True, overwrite=True, **quiet)
+    # overwrite, stopped before its first epoch: the old run's files are gone, none describes it any more
+    assert train(recipe, finished, overwrite=True, stop_after_epoch=0, **quiet) == {}
+    assert not [n for n in ("last.pt", "last.pt.prev", "report.json") if (finished / n).exists()]
+    assert train(recipe, finished, **quiet)["epochs"] == 2  # an emptied folder is a fresh start
+
+
+def test_converted_models_require_their_init_checkpoint(tmp_path):
+    """Issue 19, item 2: the fine-tune recipes (``*_converted`` models) stop at once without
+    ``train.init_checkpoint``; ``train.requires_init_checkpoint`` overrides the inference."""
+    from fewstep.config import builtin_recipes, load_recipe
+    from fewstep.errors import ConfigError
+    from fewstep.train.engine import requires_init_checkpoint
+
+    finetunes = {n for n in builtin_recipes() if load_recipe(n).model.name.endswith("_converted")}
+    assert {"digits-dnn-finetune-t2", "fmnist-convert-finetune-t2", "cifar10-convert-finetune-t2",
+            "cifar10-fast-convert-finetune-t2"} <= finetunes
+    assert all(requires_init_checkpoint(load_recipe(n)) for n in finetunes)
+    assert not requires_init_checkpoint(load_recipe("quickstart"))
+    assert requires_init_checkpoint(load_recipe("quickstart", ["train.requires_init_checkpoint=true"]))
+    recipe = load_recipe("digits-dnn-finetune-t2", ["train.epochs=1"])
+    with pytest.raises(ConfigError, match="digits-dnn-finetune-t2"):
+        train(recipe, tmp_path / "ft", device="cpu", progress=False, log=lambda s: None)
+    assert not (tmp_path / "ft").exists()
+    scratch = load_recipe("digits-dnn-finetune-t2", ["train.epochs=1", "data.train_limit=64", "data.test_limit=32",
+                                                      "train.requires_init_checkpoint=false"])
+    assert train(scratch, tmp_path / "scratch", device="cpu", progress=False, log=lambda s: None)["epochs"] == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import device_option
+
 # The conversion methods of fewstep.convert.factors.METHODS, spelled out so that building the
 # parser imports no torch (a test checks they agree).
 METHODS = ("dist", "max", "p99.9", "clip")
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: convert-t<T>/ beside the checkpoint)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $FEWSTEP_DATA)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", type=device_option, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--calib-batches", type=_positive, default=20,
                    help="training batches for the histograms (default 20)")
     p.add_argument("--calib-batch-size", type=_positive, default=None, help="default: the recipe's data.batch_size")

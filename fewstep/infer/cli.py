@@ -21,6 +21,7 @@ the sweep reports.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,38 @@ __all__ = ["CALIBRATION_SPLITS", "calibration_split", "format_cutoff", "register
 CALIBRATION_SPLITS = ("val", "train")
 
 
+def eps_option(text: str) -> float:
+    """One ``--eps`` value, checked when the command line is parsed (the sweep would reject it
+    only after the whole evaluation): a number in [0, 1] (0 never stops early, 1 always stops at t = 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (stop when max softmax > 1 - eps), got {text}")
+    return v
+
+
+def target_drop_option(text: str) -> float:
+    """``--target-drop``: percentage points in [0, 100], checked when the command line is parsed."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentage points in [0, 100], got {text!r}") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 100.0):
+        raise argparse.ArgumentTypeError(f"must be in [0, 100] percentage points, got {text}")
+    return v
+
+
 def register_eval_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--cutoff``, ``--eps``, ``--target-drop``, ``--calibrate-on``, ``--margin`` and ``--no-timing``."""
     g = parser.add_argument_group("anytime inference (softmax cutoff)")
     g.add_argument("--cutoff", action="store_true",
                    help="also sweep the softmax cutoff: accuracy against mean stopping step, speed-up")
-    g.add_argument("--eps", type=float, nargs="+", default=None, metavar="EPS",
+    g.add_argument("--eps", type=eps_option, nargs="+", default=None, metavar="EPS",
                    help="cutoff eps values: stop a sample when max softmax > 1 - eps (default: 13 values "
                         "from 0 to 0.9, fewstep.infer.cutoff.DEFAULT_EPS)")
-    g.add_argument("--target-drop", type=float, default=0.5, metavar="POINTS",
+    g.add_argument("--target-drop", type=target_drop_option, default=0.5, metavar="POINTS",
                    help="accuracy drop allowed at the reported speed-up, in percentage points (default 0.5)")
     g.add_argument("--calibrate-on", choices=CALIBRATION_SPLITS, default="val",
                    help="split on which eps (and the --margin thresholds) are chosen, never the test split: val "

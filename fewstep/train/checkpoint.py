@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -98,18 +99,81 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+#: How the files ``torch.load`` reads begin: a zip archive (``torch.save`` since PyTorch 1.6), a
+#: pickle of protocol 2 or later (the legacy format, ``_use_new_zipfile_serialization=False``).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+
+
+def _head(path: Path, size: int = 512) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {exc.strerror or exc}") from None
+
+
+def _not_a_checkpoint(path: Path, head: bytes) -> str | None:
+    """Why ``path`` (which begins with ``head``) is no PyTorch checkpoint, or ``None`` if it may be one.
+
+    Checked before ``torch.load``, whose unpickler turns text and random bytes into ``KeyError``,
+    ``IndexError`` or an "Unsupported operand" message that says the file would run code."""
+    if not head:
+        return "an empty file, not a PyTorch checkpoint"
+    if head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)) or head[257:262] == b"ustar":  # tar: PyTorch < 0.4
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None  # a cut multi-byte char
+    if text is not None and "\x00" not in text:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        first = first if len(first) <= 40 else first[:40] + "..."
+        return f"a text file, not a PyTorch checkpoint (it begins {first!r})"
+    return f"not a PyTorch checkpoint (neither a zip archive nor a pickle; it begins with bytes {head[:8].hex(' ')})"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unpickling_problem(path: Path, exc: pickle.UnpicklingError) -> str:
+    """One line for a refused unpickling: PyTorch's message spans lines, suggests ``weights_only=False``
+    and asks for an issue report; only its own diagnosis (``WeightsUnpickler error: ...``) is kept."""
+    text = str(exc)
+    detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation of torch.load", 1)[0]
+    detail = _one_line(detail)
+    if "Unsupported global" in detail:  # a class or function the file would import and call
+        detail = detail.split(". ", 1)[0]
+        return (f"{path}: refused to load: it holds Python objects that would run code on loading ({detail}); "
+                "only tensors, numbers, strings, lists and dicts are allowed")
+    return f"{path}: corrupt or not a PyTorch checkpoint (unpickling failed: {detail or 'no detail'})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; falls back to ``<path>.prev`` only when asked via :func:`latest_good`."""
+    """Load a checkpoint safely; falls back to ``<path>.prev`` only when asked via :func:`latest_good`.
+
+    Every failure is a one-line :class:`CheckpointError` naming the file: missing, not a PyTorch
+    file at all (text, random bytes), refused (pickled code), corrupt or truncated, or not a dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    problem = _not_a_checkpoint(path, _head(path))
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to load: it holds objects that would run code on loading "
-                              f"(only tensors, numbers, strings, lists and dicts are allowed): {exc}") from None
+        raise CheckpointError(_unpickling_problem(path, exc)) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint: {exc}") from None
+        detail = _one_line(str(exc)) or type(exc).__name__
+        raise CheckpointError(f"{path}: corrupt, truncated or not a PyTorch checkpoint: {detail}") from None
+    except Exception as exc:  # noqa: BLE001  (the unpickler fails on malformed bytes in many ways)
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{_one_line(str(exc))})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of state, got {type(state).__name__}")
     return state

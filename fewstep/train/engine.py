@@ -26,7 +26,7 @@ from torch import nn
 from .. import __version__
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
-from ..errors import CheckpointError, ConfigError, FewstepError
+from ..errors import CheckpointError, ConfigError, FewstepError, RunExistsError
 from ..infer.anytime import is_causal
 from ..models import build_model
 from ..neurons import reset_net, spiking_neurons
@@ -37,6 +37,10 @@ from .guard import divergence_problem
 from .losses import cumulative_accuracy, mean_output_ce, tet_loss
 
 CHECKPOINT_NAME = "last.pt"
+REPORT_NAME = "report.json"
+#: The files that hold a run's results: a new run into the folder must resume them or, told to
+#: overwrite, removes them before its first epoch (so none of them outlives the run it described).
+RUN_FILES = (CHECKPOINT_NAME, CHECKPOINT_NAME + ".prev", REPORT_NAME, "eval_report.json")
 
 
 class TrainingDiverged(FewstepError, FloatingPointError):
@@ -167,6 +171,64 @@ def load_initial_weights(recipe: Recipe, model: nn.Module) -> None:
         raise CheckpointError(f"{recipe.train.init_checkpoint}: does not fit model {recipe.model.name!r}: {exc}") from None
 
 
+def requires_init_checkpoint(recipe: Recipe) -> bool:
+    """Whether ``recipe`` must start from ``train.init_checkpoint``: ``train.requires_init_checkpoint``
+    when the recipe sets it, else true for the ``*_converted`` models (fine-tuned conversions: from
+    random weights they train as an ordinary, worse SNN, and the run would look like a success)."""
+    if recipe.train.requires_init_checkpoint is not None:
+        return recipe.train.requires_init_checkpoint
+    from ..models.dnn import CONVERTED_NAMES
+
+    return recipe.model.name in CONVERTED_NAMES.values()
+
+
+def check_init_checkpoint(recipe: Recipe) -> None:
+    """Stop before any work when the recipe needs ``train.init_checkpoint`` and it is empty or
+    names no file (the weights are loaded later, once the data has given the model's shape)."""
+    path = recipe.train.init_checkpoint
+    if not path and requires_init_checkpoint(recipe):
+        raise ConfigError("train.init_checkpoint", f"recipe {recipe.name!r} fine-tunes {recipe.model.name!r} from a "
+                          "checkpoint and none is set; convert a trained DNN with `fewstep convert` and pass "
+                          "--set train.init_checkpoint=PATH (e.g. its converted-dist-t2.pt), or --set "
+                          "train.requires_init_checkpoint=false to train from random weights")
+    if path and not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such checkpoint (train.init_checkpoint of recipe {recipe.name!r})")
+
+
+def previous_run_files(out_dir: str | Path) -> list[Path]:
+    """The files of an earlier run in ``out_dir`` (see :data:`RUN_FILES`)."""
+    out = Path(out_dir)
+    return [out / name for name in RUN_FILES if (out / name).exists()]
+
+
+def check_output_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds one: a finished ``last.pt`` and
+    ``report.json`` (or an interrupted run's ``last.pt``) are never replaced silently.
+    ``resume`` continues that run; ``overwrite`` replaces it."""
+    if resume and overwrite:
+        raise FewstepError("--resume and --overwrite exclude each other: continue the run in the folder or "
+                           "replace it, not both")
+    if resume or overwrite:
+        return
+    out = Path(out_dir)
+    found = previous_run_files(out)
+    if not found:
+        return
+    names = ", ".join(p.name for p in found)
+    if (out / REPORT_NAME).exists():
+        raise RunExistsError(f"{out} already holds a finished run ({names}); pass --resume to continue it (e.g. with "
+                             "more train.epochs), --overwrite to replace it, or choose another --out")
+    raise RunExistsError(f"{out} holds an unfinished run ({names}); pass --resume to continue it, --overwrite to "
+                         "start over, or choose another --out")
+
+
+def remove_previous_run(out_dir: str | Path) -> None:
+    """Delete an earlier run's :data:`RUN_FILES` (``overwrite``): a new run interrupted before its
+    first checkpoint then leaves no report or checkpoint of the run it replaced."""
+    for path in previous_run_files(out_dir):
+        path.unlink(missing_ok=True)
+
+
 def autocast_for(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager:
     amp = recipe.train.amp
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
@@ -247,9 +309,15 @@ def check_training_state(state: Any, path: str | Path) -> None:
 
 
 def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", data_root: str | Path | None = None,
-          resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+          resume: bool = False, overwrite: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
           log: Callable[[str], None] | None = None, callbacks: list | None = None) -> dict[str, Any]:
     """Train ``recipe``; writes checkpoints, ``report.json`` and plots into ``out_dir``.
+
+    A folder that already holds a run (``last.pt``, ``report.json``) is refused with
+    :class:`~fewstep.errors.RunExistsError` unless ``resume`` (continue it) or ``overwrite``
+    (replace it: its files are removed once data and model are ready, before the first epoch).
+    A recipe that needs ``train.init_checkpoint`` (see :func:`requires_init_checkpoint`) and has
+    none is refused before any work.
 
     ``callbacks`` are objects with optional methods ``on_epoch_end(epoch_record, model, out_dir)``
     and ``on_train_end(report, model, out_dir)`` (called on rank 0 only). ``train.tensorboard``
@@ -258,6 +326,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     would, without writing the final report; used to test resuming.
     """
     out = Path(out_dir)
+    check_output_folder(out, resume, overwrite)
+    check_init_checkpoint(recipe)
     log = log or (lambda msg: print(msg, flush=True))  # flushed: logs piped to files stay current
     rank, world = dist_utils.setup()
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
@@ -319,6 +389,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         start_epoch, history, train_seconds = state["epoch"], state["history"], float(state["train_seconds"])
         log(f"resumed from {used} after epoch {start_epoch}")
 
+    if overwrite and ctx.is_main:  # only now: a run that failed to start has destroyed nothing
+        remove_previous_run(out)
     callbacks = list(callbacks or [])
     if ctx.is_main:
         from ..plots import PlotsCallback
