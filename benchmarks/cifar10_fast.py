@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROWS = ("conversion", "mtlif", "lif", "stcb", "stcb-surrogate", "anytime")
+ANYTIME = ("tet", "tet-str")
 RECIPES = {"mtlif": "cifar10-fast-mtlif-t2", "lif": "cifar10-fast-lif-t2", "stcb": "cifar10-fast-stcb-t2",
            "stcb-surrogate": "cifar10-fast-stcb-surrogate-t2", "tet": "cifar10-fast-tet-t4",
            "tet-str": "cifar10-fast-tet-str-t4", "dnn": "cifar10-fast-dnn",
@@ -122,7 +123,7 @@ def anytime_row(seed: int, args) -> dict[str, Any]:
     from fewstep.train.data_feed import DeviceFeed
 
     out: dict[str, Any] = {"row": "anytime", "seed": seed, "target_drop": args.target_drop}
-    for key in ("tet", "tet-str"):
+    for key in args.anytime:
         run = _train(RECIPES[key], args.out / f"{key}-s{seed}", args, [f"train.seed={seed}"])
         recipe, model, splits, dev = load_trained(Path(run["out"]) / "last.pt", "cpu", args.data_root)
         if splits.val is None:
@@ -181,30 +182,34 @@ def _mins(s: float | None) -> str:
 def table(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"cifar10-jpeg (lossy JPEG copy of CIFAR-10; 45,000 train / 5,000 val / 10,000 test, test scored once); "
              f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}; {meta['date_utc']}", "",
-             "| row | seed | test accuracy % at t = 1 / ... / T | epochs | wall min | energy / sample (uJ) | "
-             "ANN/SNN | command |", "|---|---|---|---|---|---|---|---|"]
+             "| row | seed | test accuracy % at t = 1 / ... / T | val % at T | epochs | wall min | "
+             "energy / sample (uJ) | ANN/SNN | command |", "|---|---|---|---|---|---|---|---|---|"]
 
-    def add(name: str, seed: int, run: dict) -> None:
+    def add(name: str, seed: int, run: dict, ann: bool = False) -> None:
         e = run.get("energy") or {}
         uj = "-" if not e.get("energy_pj") else f"{e['energy_pj'] / 1e6:.2f}"
-        lines.append(f"| {name} | {seed} | {_steps(run['accuracy_per_step'])} | {run['epochs']} | "
-                     f"{_mins(run.get('wall_seconds'))} | {uj} | {_ratio(e)} | `{run['command']}` |")
+        # A run started outside this script has no wall clock; its report's training time stands in, marked.
+        wall = _mins(run.get("wall_seconds")) if run.get("wall_seconds") else f"{_mins(run.get('train_seconds'))} (train)"
+        val = run.get("val_accuracy_per_step")
+        lines.append(f"| {name} | {seed} | {_steps(run['accuracy_per_step'])} | {_pct(val[-1]) if val else '-'} | "
+                     f"{run['epochs']} | {wall} | {uj} | {'(the ANN)' if ann else _ratio(e)} | `{run['command']}` |")
 
     for r in results:
         if r["row"] == "conversion":
-            add("cifar10-fast-dnn (clipped ReLU, BN)", r["seed"], r["dnn"])
+            add("cifar10-fast-dnn (clipped ReLU, BN)", r["seed"], r["dnn"], ann=True)
             for method, accs in r["converted_accuracy"].items():
                 lines.append(f"| converted, {method}, no fine-tuning | {r['seed']} | T=1: {_pct(accs.get('1'))}, "
-                             f"T=2: {_pct(accs.get('2'))}, T=4: {_pct(accs.get('4'))} | - | "
+                             f"T=2: {_pct(accs.get('2'))}, T=4: {_pct(accs.get('4'))} | - | - | "
                              f"{_mins(r['convert_wall_seconds'])} | - | {_ratio(r['converted_energy'].get(method, {}))} "
                              f"| `{r['convert_command']}` |")
             add("converted dist T=2, fine-tuned", r["seed"], r["finetuned"])
         elif r["row"] == "anytime":
-            for key in ("tet", "tet-str"):
-                add(RECIPES[key], r["seed"], r[key])
+            for key in ANYTIME:
+                if key in r:
+                    add(RECIPES[key], r["seed"], r[key])
         else:
             add(RECIPES[r["row"]], r["seed"], r["run"])
-    cut = [(r["seed"], k, r[k]["cutoff"]) for r in results if r["row"] == "anytime" for k in ("tet", "tet-str")]
+    cut = [(r["seed"], k, r[k]["cutoff"]) for r in results if r["row"] == "anytime" for k in ANYTIME if k in r]
     if cut:
         lines += ["", "Softmax cutoff (eps chosen on the validation split, then applied to the test split; no "
                       "test-time flip here):", "",
@@ -222,10 +227,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--data-root", type=Path, default=None, help="folder holding cifar10-jpeg/ (or $FEWSTEP_DATA)")
     ap.add_argument("--out", type=Path, default=Path("runs/cifar10-fast"))
+    ap.add_argument("--anytime", nargs="+", default=list(ANYTIME), choices=ANYTIME,
+                    help="the anytime row's recipes: TET alone and/or TET + STR (default both)")
     ap.add_argument("--target-drop", type=float, default=0.005, help="cutoff: allowed validation accuracy drop")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every run (e.g. data.train_limit=500 for a smoke run)")
+    ap.add_argument("--table-from", type=Path, nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="print the table of earlier runs' results.json files (merged) and exit; trains nothing")
     args = ap.parse_args(argv)
+    if args.table_from:
+        payloads = [json.loads(p.read_text()) for p in args.table_from]
+        merged = [r for p in payloads for r in p["results"]]
+        print(table(merged, payloads[0]["meta"]))
+        return {"meta": payloads[0]["meta"], "results": merged}
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 

@@ -168,3 +168,24 @@ def test_benchmark_runs_every_row_and_resumes(jpeg_root, tmp_path):
     again = bench.main(argv)
     assert (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns == mtime  # finished runs are reused
     assert again["results"][1]["run"]["accuracy_per_step"] == rows["lif"]["run"]["accuracy_per_step"]
+    table = bench.main(["--table-from", str(tmp_path / "results.json")])  # re-renders, trains nothing
+    assert table["results"] == again["results"]
+    assert (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns == mtime
+
+
+def test_converted_surrogate_gain_option():
+    """Datta and Beerel's surrogate (gain 2, derivative 1) by default; gain 1 stays selectable; bad gains are
+    config errors naming the option."""
+
+    def gains(**opts):
+        m = build_model("cifar_fast_converted", num_classes=10, input_shape=(3, 32, 32), timesteps=2,
+                        neuron=None, widths=[4, 4, 8, 8], **opts)
+        return {n.surrogate_gain for n in m.modules() if isinstance(n, ConvertedIF)}
+
+    assert gains() == {2.0}
+    assert gains(surrogate_gain=1.0) == {1.0}
+    with pytest.raises(ConfigError, match="surrogate_gain"):
+        gains(surrogate_gain=-1.0)
+    with pytest.raises(ConfigError, match="surrogate_gain"):
+        build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, neuron=None,
+                    surrogate_gain=1.0)

@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..layers import BatchNorm2d, Dropout, MaxPool2d, TimeFold
 from ..neurons import NeuronSpec
 from .base import SpikingModel
-from .dnn import ClippedReLU, ConvertedIF
+from .dnn import DEFAULT_SURROGATE_GAIN, ClippedReLU, _activation
 from .registry import register_model
 from .vgg import check_head_options, scale_channels
 
@@ -122,12 +122,13 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def _opts(kw: dict) -> dict:
-    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init"}
+def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
+    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init"} - extra
     if unknown:
-        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout (and mu_init for "
-                                           f"the DNN); got {sorted(unknown)}")
-    return {k: v for k, v in kw.items() if k != "mu_init"}
+        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout (mu_init for "
+                                           f"the DNN and its SNN, surrogate_gain for the converted SNN); "
+                                           f"got {sorted(unknown)}")
+    return {k: v for k, v in kw.items() if k not in ("mu_init", *extra)}
 
 
 @register_model("cifar_fast")
@@ -150,5 +151,7 @@ def cifar_fast_dnn(*, num_classes: int, input_shape: tuple[int, ...], timesteps:
 @register_model("cifar_fast_converted")
 def cifar_fast_converted(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                          **kw) -> CifarFast:
-    """The SNN of ``cifar_fast_dnn``: BN folded into the convs, ConvertedIF neurons (same options)."""
-    return CifarFast(input_shape, num_classes, timesteps, "converted", ConvertedIF, **_opts(kw))
+    """The SNN of ``cifar_fast_dnn``: BN folded into the convs, ConvertedIF neurons (same options, plus
+    ``surrogate_gain``: 2, the default, is Datta and Beerel's derivative 1; 1 is the unit-area rectangle)."""
+    act = _activation(True, 1.0, kw.get("surrogate_gain", DEFAULT_SURROGATE_GAIN))  # checks the gain
+    return CifarFast(input_shape, num_classes, timesteps, "converted", act, **_opts(kw, frozenset({"surrogate_gain"})))
