@@ -118,8 +118,8 @@ def anytime_row(seed: int, args) -> dict[str, Any]:
     import torch
 
     from fewstep.evaluate import load_trained
-    from fewstep.infer.anytime import SoftmaxCutoff, cumulative_logits, simulate_cutoff
-    from fewstep.infer.cutoff import DEFAULT_EPS, choose_operating_point
+    from fewstep.infer.anytime import cumulative_logits
+    from fewstep.infer.cutoff import DEFAULT_EPS, choose_operating_point, full_accuracy, sweep_softmax_cutoff
     from fewstep.train.data_feed import DeviceFeed
 
     out: dict[str, Any] = {"row": "anytime", "seed": seed, "target_drop": args.target_drop}
@@ -134,23 +134,14 @@ def anytime_row(seed: int, args) -> dict[str, Any]:
         t_max = cum_val.shape[0]
         eps = [float(e) for e in DEFAULT_EPS]
 
-        def sweep(cum, y):
-            acc, steps = [], []
-            for e in eps:
-                pred, st, _ = simulate_cutoff(cum, SoftmaxCutoff(e))
-                acc.append(float((pred == y).double().mean()))
-                steps.append(float(st.double().mean()))
-            return acc, steps
-
-        val_full = float((cum_val[-1].argmax(-1) == y_val).double().mean())
-        val_acc, val_steps = sweep(cum_val, y_val)
+        val_full = full_accuracy(cum_val, y_val)
+        val_acc, val_steps = sweep_softmax_cutoff(cum_val, y_val, eps)
         op = choose_operating_point(eps, val_acc, val_steps, val_full, t_max, args.target_drop)
-        test_full = float((cum_test[-1].argmax(-1) == y_test).double().mean())
+        test_full = full_accuracy(cum_test, y_test)
         if op["eps"] is None:
             test_cut, test_steps = test_full, float(t_max)
         else:
-            pred, st, _ = simulate_cutoff(cum_test, SoftmaxCutoff(op["eps"]))
-            test_cut, test_steps = float((pred == y_test).double().mean()), float(st.double().mean())
+            ([test_cut], [test_steps]) = sweep_softmax_cutoff(cum_test, y_test, [op["eps"]])
         run["cutoff"] = {"eps_chosen_on_val": op["eps"], "val_full_accuracy": val_full, "val_operating_point": op,
                          "test_full_accuracy_no_flip": test_full, "test_cutoff_accuracy": test_cut,
                          "test_mean_steps": test_steps, "speedup": t_max / test_steps,

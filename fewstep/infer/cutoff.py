@@ -55,7 +55,8 @@ from .anytime import (
 
 DEFAULT_EPS: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
-__all__ = ["DEFAULT_EPS", "choose_operating_point", "cutoff_sweep", "plot_cutoff", "time_inference"]
+__all__ = ["DEFAULT_EPS", "choose_operating_point", "cutoff_sweep", "full_accuracy", "plot_cutoff",
+           "sweep_softmax_cutoff", "time_inference"]
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -127,7 +128,7 @@ def choose_operating_point(eps: Sequence[float], accuracy: Sequence[float], mean
     return {"eps": eps[i], "accuracy": accuracy[i], "mean_steps": mean_steps[i], "drop": full_accuracy - accuracy[i]}
 
 
-def _sweep(cum: torch.Tensor, targets: torch.Tensor, eps_values: Sequence[float]) -> tuple[list[float], list[float]]:
+def sweep_softmax_cutoff(cum: torch.Tensor, targets: torch.Tensor, eps_values: Sequence[float]) -> tuple[list[float], list[float]]:
     """Accuracy and mean stopping step of the softmax cutoff at every ``eps``."""
     accuracy, mean_steps = [], []
     for e in eps_values:
@@ -137,7 +138,8 @@ def _sweep(cum: torch.Tensor, targets: torch.Tensor, eps_values: Sequence[float]
     return accuracy, mean_steps
 
 
-def _full_accuracy(cum: torch.Tensor, targets: torch.Tensor) -> float:
+def full_accuracy(cum: torch.Tensor, targets: torch.Tensor) -> float:
+    """Accuracy of the full-``T`` prediction (the last cumulative step)."""
     return float((cum[-1].argmax(-1) == targets).double().mean())
 
 
@@ -148,8 +150,8 @@ def _operating_point(model: nn.Module, choose_on, choose_on_name: str, eps_value
     cum_c, y_c = cumulative_logits(model, choose_on)
     if cum_c.shape[0] != t_max:
         raise ValueError(f"choose_on gives {cum_c.shape[0]} steps, the scored feed {t_max}")
-    c_acc, c_steps = _sweep(cum_c, y_c, eps_values)
-    c_full = _full_accuracy(cum_c, y_c)
+    c_acc, c_steps = sweep_softmax_cutoff(cum_c, y_c, eps_values)
+    c_full = full_accuracy(cum_c, y_c)
     chosen = choose_operating_point(eps_values, c_acc, c_steps, c_full, t_max, target_drop)
     if chosen["eps"] is None:
         acc, steps = full, float(t_max)
@@ -186,7 +188,7 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
     t_max = cum.shape[0]
     per_step = (cum.argmax(-1) == targets.unsqueeze(0)).double().mean(1).tolist()
     full = per_step[-1]
-    accuracy, mean_steps = _sweep(cum, targets, eps_values)
+    accuracy, mean_steps = sweep_softmax_cutoff(cum, targets, eps_values)
     o_pred, o_steps = oracle_cutoff(cum, targets)
 
     result: dict[str, Any] = {
