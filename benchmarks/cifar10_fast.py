@@ -227,7 +227,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="print the table of earlier runs' results.json files (merged) and exit; trains nothing")
     args = ap.parse_args(argv)
     if args.table_from:
-        payloads = [json.loads(p.read_text()) for p in args.table_from]
+        payloads = []
+        for p in args.table_from:
+            try:
+                payloads.append(json.loads(p.read_text()))
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"{p}: cannot read a results.json ({exc})") from None
+            if not isinstance(payloads[-1], dict) or not {"meta", "results"} <= payloads[-1].keys():
+                raise SystemExit(f"{p}: not a cifar10_fast.py results.json (needs 'meta' and 'results')")
         merged = [r for p in payloads for r in p["results"]]
         print(table(merged, payloads[0]["meta"]))
         return {"meta": payloads[0]["meta"], "results": merged}

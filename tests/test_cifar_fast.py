@@ -189,3 +189,14 @@ def test_converted_surrogate_gain_option():
     with pytest.raises(ConfigError, match="surrogate_gain"):
         build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, neuron=None,
                     surrogate_gain=1.0)
+
+
+def test_table_from_rejects_a_missing_or_foreign_file(tmp_path):
+    from benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("cifar10_fast")
+    with pytest.raises(SystemExit, match="cannot read a results.json"):
+        bench.main(["--table-from", str(tmp_path / "absent.json")])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="needs 'meta' and 'results'"):
+        bench.main(["--table-from", str(tmp_path / "other.json")])
