@@ -247,6 +247,162 @@ def _resolve_constants(preset: str | None, constants: EnergyConstants | None) ->
     return preset, PRESETS[preset]
 
 
+def _resolve_layout(
+    model: nn.Module, inputs: torch.Tensor, layout: str, timesteps: int | None
+) -> tuple[str, int, int]:
+    """``(layout, T, B)`` of ``inputs``: a static batch ``[B, ...]`` or a sequence ``[T, B, ...]``."""
+    if layout == "auto":
+        shape = getattr(model, "input_shape", None)
+        layout = "sequence" if shape is not None and inputs.dim() == len(shape) + 2 else "static"
+    if layout == "sequence":
+        t_steps, batch = int(inputs.shape[0]), int(inputs.shape[1])
+    elif layout == "static":
+        if timesteps is None:  # the model's own T, else that of a DirectEncoding-like submodule
+            found = (m.timesteps for m in model.modules() if isinstance(getattr(m, "timesteps", None), int))
+            timesteps = next(found, 1)
+        t_steps = int(timesteps)
+        batch = int(inputs.shape[0])
+    else:
+        raise ValueError(f"layout must be 'auto', 'static' or 'sequence', got {layout!r}")
+    if t_steps < 1 or batch < 1:
+        raise ValueError(f"need T >= 1 and B >= 1, got T={t_steps}, B={batch}")
+    return layout, t_steps, batch
+
+
+class _EnergyCounter:
+    """Forward hooks that tally, per synaptic layer and per neuron, what one pass costs.
+
+    A synaptic layer whose input is a spike count of the neuron that ran last (``fired``) costs
+    accumulates (SOPs), anything else costs MACs; stem layers run once on a static batch stand
+    for ``T`` evaluations (direct encoding).
+    """
+
+    def __init__(self, model: nn.Module, *, t_steps: int, batch: int, static: bool,
+                 direct_encoding_repeats: bool, input_as_spikes: bool) -> None:
+        stem = getattr(model, "stem", None)
+        self.input_ids = {id(m) for m in stem.modules()} if isinstance(stem, nn.Module) else set()
+        self.stem_ids = self.input_ids if static else set()  # run once per sample: direct encoding
+        self.t_steps, self.batch = t_steps, batch
+        self.direct_encoding_repeats, self.input_as_spikes = direct_encoding_repeats, input_as_spikes
+        self.layers: dict[str, _LayerAcc] = {}
+        self.neurons: dict[str, _NeuronAcc] = {}
+        self.fired: list[_NeuronAcc] = []  # neurons that have run in this pass, most recent last
+        self.handles: list[Any] = []
+        for name, m in model.named_modules():
+            if isinstance(m, SYNAPTIC_TYPES):
+                self.layers[name] = _LayerAcc(m)
+                self.handles.append(m.register_forward_hook(self._layer_hook(self.layers[name])))
+            elif isinstance(m, SpikingNeuron):
+                self.neurons[name] = _NeuronAcc(m, neuron_amplitude(m), int(m.num_thresholds))
+                self.handles.append(m.register_forward_hook(self._neuron_hook(self.neurons[name])))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def _input_counts(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """``x`` as spike counts of the latest neuron that explains it (or of the input), else ``None``."""
+        fed_by_input = id(m) in self.input_ids or not self.fired
+        for cand in [] if fed_by_input else reversed(self.fired):
+            if cand.amp is not None:
+                q = _spike_counts(x, cand.amp, cand.k)
+                if q is not None:
+                    return q
+        if self.input_as_spikes and fed_by_input:
+            return _spike_counts(x, 1.0, torch.iinfo(torch.int64).max)
+        return None
+
+    def _layer_hook(self, acc: _LayerAcc):
+        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            x = args[0]
+            acc.calls += 1
+            if isinstance(m, nn.Linear):
+                dense = float(x.numel() // m.in_features) * m.in_features * m.out_features
+                lead = x.shape[0] if x.dim() > 1 else 1
+            else:
+                dense = float(out.numel()) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+                if x.dim() == len(m.kernel_size) + 1:  # unbatched conv input
+                    x = x.unsqueeze(0)
+                lead = x.shape[0]
+            # A stem layer run once on the static batch stands for T evaluations (direct encoding).
+            direct = id(m) in self.stem_ids and lead == self.batch
+            repeats = self.t_steps if direct and self.direct_encoding_repeats else 1
+            acc.repeats = max(acc.repeats, repeats)
+            acc.dense += dense * repeats
+            acc.ann += dense if direct else dense / self.t_steps
+            if acc.fan_out is None:  # accumulates per element of an all-ones sample: exact mean fan-out
+                if isinstance(m, nn.Linear):
+                    acc.fan_out = float(m.out_features)
+                else:
+                    ones = torch.ones_like(x[:1], dtype=torch.float64)
+                    acc.fan_out = _conv_accumulates(m, ones) / ones.numel()
+            q = self._input_counts(m, x)
+            if q is None:
+                acc.macs += dense * repeats
+                return
+            sops = q.sum().item() * m.out_features if isinstance(m, nn.Linear) else _conv_accumulates(m, q)
+            acc.sop_calls += 1
+            acc.sops += sops * repeats
+            acc.spikes += float(q.sum().item()) * repeats
+            acc.spike_elements += x.numel() * repeats
+
+        return hook
+
+    def _neuron_hook(self, acc: _NeuronAcc):
+        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            if acc in self.fired:
+                self.fired.remove(acc)
+            self.fired.append(acc)
+            amp = acc.amp if acc.amp is not None else 1.0
+            acc.spikes += float(out.detach().to(torch.float64).sum().item()) / amp
+            acc.elements += out.numel()
+
+        return hook
+
+    def layer_ops(self) -> list[LayerOps]:
+        """Per-sample operations of every synaptic layer that ran."""
+        b = self.batch
+        return [
+            LayerOps(
+                name=name, type=type(acc.module).__name__,
+                kind="sop" if acc.sop_calls == acc.calls else "mac",
+                macs=acc.macs / b, sops=acc.sops / b, dense_macs=acc.dense / b, ann_macs=acc.ann / b,
+                input_spike_rate=acc.spikes / acc.spike_elements if acc.spike_elements else None,
+                fan_out=acc.fan_out or 0.0, calls=acc.calls, repeats=acc.repeats,
+            )
+            for name, acc in self.layers.items()
+            if acc.calls
+        ]
+
+    def activity(self) -> list[NeuronActivity]:
+        """Spike rate and spikes per sample of every neuron that ran."""
+        return [
+            NeuronActivity(
+                name=name, type=type(acc.module).__name__,
+                spike_rate=acc.spikes / acc.elements if acc.elements else 0.0,
+                spikes_per_sample=acc.spikes / self.batch,
+                amplitude=acc.amp if acc.amp is not None else float("nan"),
+                num_thresholds=acc.k,
+            )
+            for name, acc in self.neurons.items()
+            if acc.elements
+        ]
+
+
+def _forward_once(model: nn.Module, inputs: torch.Tensor) -> None:
+    """One eval-mode pass without gradients, neurons reset before and after, flags restored."""
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        reset_net(model)
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for m, flag in training.items():
+            m.training = flag
+        reset_net(model)
+
+
 def count_energy(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -270,140 +426,14 @@ def count_energy(
     ``input_as_spikes`` counts integer inputs that no neuron produced as spikes (see above).
     """
     preset_name, const = _resolve_constants(preset, constants)
-    if layout == "auto":
-        shape = getattr(model, "input_shape", None)
-        layout = "sequence" if shape is not None and inputs.dim() == len(shape) + 2 else "static"
-    if layout == "sequence":
-        t_steps, batch = int(inputs.shape[0]), int(inputs.shape[1])
-    elif layout == "static":
-        if timesteps is None:  # the model's own T, else that of a DirectEncoding-like submodule
-            found = (m.timesteps for m in model.modules() if isinstance(getattr(m, "timesteps", None), int))
-            timesteps = next(found, 1)
-        t_steps = int(timesteps)
-        batch = int(inputs.shape[0])
-    else:
-        raise ValueError(f"layout must be 'auto', 'static' or 'sequence', got {layout!r}")
-    if t_steps < 1 or batch < 1:
-        raise ValueError(f"need T >= 1 and B >= 1, got T={t_steps}, B={batch}")
-
-    stem = getattr(model, "stem", None)
-    input_ids = {id(m) for m in stem.modules()} if isinstance(stem, nn.Module) else set()  # fed by the input
-    stem_ids = input_ids if layout == "static" else set()  # run once per sample: direct encoding
-
-    layers: dict[str, _LayerAcc] = {}
-    neurons: dict[str, _NeuronAcc] = {}
-    fired: list[_NeuronAcc] = []  # neurons that have run in this pass, most recent last
-
-    def layer_hook(name: str):
-        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            acc = layers[name]
-            x = args[0]
-            acc.calls += 1
-            if isinstance(m, nn.Linear):
-                dense = float(x.numel() // m.in_features) * m.in_features * m.out_features
-                lead = x.shape[0] if x.dim() > 1 else 1
-            else:
-                dense = float(out.numel()) * (m.in_channels // m.groups) * math.prod(m.kernel_size)
-                if x.dim() == len(m.kernel_size) + 1:  # unbatched conv input
-                    x = x.unsqueeze(0)
-                lead = x.shape[0]
-            # A stem layer run once on the static batch stands for T evaluations (direct encoding).
-            direct = id(m) in stem_ids and lead == batch
-            repeats = t_steps if direct and direct_encoding_repeats else 1
-            acc.repeats = max(acc.repeats, repeats)
-            acc.dense += dense * repeats
-            acc.ann += dense if direct else dense / t_steps
-            if acc.fan_out is None:  # accumulates per element of an all-ones sample: exact mean fan-out
-                if isinstance(m, nn.Linear):
-                    acc.fan_out = float(m.out_features)
-                else:
-                    ones = torch.ones_like(x[:1], dtype=torch.float64)
-                    acc.fan_out = _conv_accumulates(m, ones) / ones.numel()
-            q = None
-            fed_by_input = id(m) in input_ids or not fired
-            for cand in [] if fed_by_input else reversed(fired):
-                if cand.amp is not None:
-                    q = _spike_counts(x, cand.amp, cand.k)
-                    if q is not None:
-                        break
-            if q is None and input_as_spikes and fed_by_input:
-                q = _spike_counts(x, 1.0, torch.iinfo(torch.int64).max)
-            if q is None:
-                acc.macs += dense * repeats
-                return
-            sops = q.sum().item() * m.out_features if isinstance(m, nn.Linear) else _conv_accumulates(m, q)
-            acc.sop_calls += 1
-            acc.sops += sops * repeats
-            acc.spikes += float(q.sum().item()) * repeats
-            acc.spike_elements += x.numel() * repeats
-
-        return hook
-
-    def neuron_hook(name: str):
-        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            acc = neurons[name]
-            if acc in fired:
-                fired.remove(acc)
-            fired.append(acc)
-            amp = acc.amp if acc.amp is not None else 1.0
-            acc.spikes += float(out.detach().to(torch.float64).sum().item()) / amp
-            acc.elements += out.numel()
-
-        return hook
-
-    handles = []
-    for name, m in model.named_modules():
-        if isinstance(m, SYNAPTIC_TYPES):
-            layers[name] = _LayerAcc(m)
-            handles.append(m.register_forward_hook(layer_hook(name)))
-        elif isinstance(m, SpikingNeuron):
-            neurons[name] = _NeuronAcc(m, neuron_amplitude(m), int(m.num_thresholds))
-            handles.append(m.register_forward_hook(neuron_hook(name)))
-
-    training = {m: m.training for m in model.modules()}
+    layout, t_steps, batch = _resolve_layout(model, inputs, layout, timesteps)
+    counter = _EnergyCounter(model, t_steps=t_steps, batch=batch, static=layout == "static",
+                             direct_encoding_repeats=direct_encoding_repeats, input_as_spikes=input_as_spikes)
     try:
-        model.eval()
-        reset_net(model)
-        with torch.no_grad():
-            model(inputs)
+        _forward_once(model, inputs)
     finally:
-        for h in handles:
-            h.remove()
-        for m, flag in training.items():
-            m.training = flag
-        reset_net(model)
-
-    layer_ops: list[LayerOps] = []
-    for name, acc in layers.items():
-        if acc.calls == 0:
-            continue
-        m = acc.module
-        layer_ops.append(LayerOps(
-            name=name,
-            type=type(m).__name__,
-            kind="sop" if acc.sop_calls == acc.calls else "mac",
-            macs=acc.macs / batch,
-            sops=acc.sops / batch,
-            dense_macs=acc.dense / batch,
-            ann_macs=acc.ann / batch,
-            input_spike_rate=acc.spikes / acc.spike_elements if acc.spike_elements else None,
-            fan_out=acc.fan_out or 0.0,
-            calls=acc.calls,
-            repeats=acc.repeats,
-        ))
-    activity = [
-        NeuronActivity(
-            name=name,
-            type=type(acc.module).__name__,
-            spike_rate=acc.spikes / acc.elements if acc.elements else 0.0,
-            spikes_per_sample=acc.spikes / batch,
-            amplitude=acc.amp if acc.amp is not None else float("nan"),
-            num_thresholds=acc.k,
-        )
-        for name, acc in neurons.items()
-        if acc.elements
-    ]
-
+        counter.remove()
+    layer_ops, activity = counter.layer_ops(), counter.activity()
     macs = sum(lo.macs for lo in layer_ops)
     sops = sum(lo.sops for lo in layer_ops)
     ann_macs = sum(lo.ann_macs for lo in layer_ops)
