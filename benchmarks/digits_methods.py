@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     import fewstep
-    from fewstep.report import write_json_atomic
+    from fewstep.atomic import write_json_atomic
     from fewstep.train.engine import threads_from_env
 
     threads_from_env()

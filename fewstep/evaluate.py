@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json_atomic
 from .config import recipe_from_dict
 from .errors import CheckpointError
-from .report import write_json_atomic
 from .train.checkpoint import load_checkpoint
 from .train.data_feed import DeviceFeed
 from .train.engine import autocast_for, evaluate, make_model, prepare_data, resolve_device

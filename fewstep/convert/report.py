@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json_atomic
 from ..config import Recipe
 from ..models.dnn import CONVERTED_NAMES
-from ..report import write_json_atomic
 from .factors import LayerFactors
 from .histograms import LayerHistogram
 

@@ -320,7 +320,7 @@ def _build_split(dataset: str, split: str, source: EventSource, classes: list[st
     if path is not None:
         try:
             integral = opts.integration == "sum" or opts.kappa == 1
-            from ..events.emulator import write_npz_atomic
+            from ..atomic import write_npz_atomic
 
             write_npz_atomic(path, currents=_compact(currents, integral), labels=np.asarray(source.labels, np.int64),
                          key=np.array(json.dumps(key, sort_keys=True, default=str)))

@@ -19,10 +19,8 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch
 
 from ..errors import ConfigError, DataFormatError, DatasetNotFoundError
 from .base import ArrayDataset, DatasetSplits, register_dataset
+from .npz_cache import read_npz_cache, write_npz_cache
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFile", "decode_images", "load_image_folder", "scan_class_folders"]
 
@@ -215,36 +214,6 @@ def _cache_prefix(folder: Path, options: dict) -> str:
     return f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}-"
 
 
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
-        return None
-
-
-def _write_cache(cache_dir: Path, name: str, arrays: dict[str, np.ndarray], prefix: str) -> Path | None:
-    """Write ``arrays`` to ``cache_dir/name`` atomically (temp file + rename); drop older caches of the folder."""
-    tmp_name = None
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".tmp-", suffix=".npz", delete=False) as f:
-            tmp_name = f.name
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a cache beside shared data should be readable
-        os.replace(tmp_name, cache_dir / name)
-    except OSError:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
-        return None
-    for old in cache_dir.glob(prefix + "*.npz"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
-    return cache_dir / name
-
-
 # --------------------------------------------------------------------------- loader
 
 def _find_layout(folder: Path, train_dir: str, test_dir: str | None) -> tuple[Path | None, Path | None]:
@@ -321,7 +290,7 @@ def load_image_folder(path: str | Path, name: str = "image-folder", mode: str = 
     if cache:
         for d in _cache_candidates(folder, Path(cache_dir) if cache_dir else None):
             if (d / cache_name).is_file():
-                arrays = _read_cache(d / cache_name)
+                arrays = read_npz_cache(d / cache_name)
                 if (arrays is not None and {"train_x", "train_y", "test_x", "test_y", "mean", "std"} <= set(arrays)
                         and all(len(arrays[f"{k}_x"]) == len(arrays[f"{k}_y"]) == len(v) for k, v in splits.items())):
                     cache_file = d / cache_name
@@ -337,7 +306,7 @@ def load_image_folder(path: str | Path, name: str = "image-folder", mode: str = 
         arrays["mean"], arrays["std"] = np.array(m), np.array(s)
         if cache:
             for d in _cache_candidates(folder, Path(cache_dir) if cache_dir else None):
-                cache_file = _write_cache(d, cache_name, arrays, prefix)
+                cache_file = write_npz_cache(d, cache_name, arrays, prefix)
                 if cache_file is not None:
                     break
     mean = tuple(mean) if mean is not None else tuple(float(v) for v in arrays["mean"])

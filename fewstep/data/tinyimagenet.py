@@ -42,6 +42,7 @@ from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
 from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 from .imagefolder import decode_images
+from .npz_cache import read_npz_cache, write_npz_cache
 
 __all__ = ["FOLDER", "MD5", "URL", "load_tinyimagenet", "safe_extract_zip"]
 
@@ -262,35 +263,6 @@ def _cache_name(folder: Path, limit: int | None, splits: dict[str, list[_Image]]
 _KEYS = {"train_x", "train_y", "test_x", "test_y", "mean", "std"}
 
 
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
-        return None
-    return arrays if _KEYS <= set(arrays) else None
-
-
-def _write_cache(d: Path, name: str, arrays: dict[str, np.ndarray], prefix: str) -> Path | None:
-    """Write atomically (temp file + rename) and drop older caches of the same folder in ``d``."""
-    tmp = None
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=d, prefix=".tmp-", suffix=".npz", delete=False) as f:
-            tmp = f.name
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, d / name)
-    except OSError:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        return None
-    for old in d.glob(prefix + "*.npz"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
-    return d / name
-
-
 # --------------------------------------------------------------------------- loader
 
 @register_dataset("tinyimagenet")
@@ -313,7 +285,7 @@ def load_tinyimagenet(root: Path, download: bool = True, limit: int | None = Non
     cache_file: Path | None = None
     for d in candidates:
         if (d / cache_name).is_file():
-            arrays = _read_cache(d / cache_name)
+            arrays = read_npz_cache(d / cache_name, _KEYS)
             if arrays is not None:
                 cache_file = d / cache_name
                 break
@@ -326,7 +298,7 @@ def load_tinyimagenet(root: Path, download: bool = True, limit: int | None = Non
         m, s = _channel_stats(arrays["train_x"])
         arrays["mean"], arrays["std"] = np.array(m), np.array(s)
         for d in candidates:
-            cache_file = _write_cache(d, cache_name, arrays, _cache_prefix(folder))
+            cache_file = write_npz_cache(d, cache_name, arrays, _cache_prefix(folder))
             if cache_file is not None:
                 break
     mean = tuple(float(v) for v in arrays["mean"])

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -51,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_npz_atomic
 from ..errors import ConfigError
 from .stc import concat_events, unpack_events
 from .types import EVENT_DTYPE
@@ -329,27 +328,6 @@ def _cache_path(cache_dir: Path, images: np.ndarray, labels: np.ndarray | None, 
     if labels is not None:
         h.update(np.ascontiguousarray(labels).tobytes())
     return cache_dir / f"emulated-{h.hexdigest()[:20]}.npz"
-
-
-def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz through a temporary file in the same folder, then ``os.replace`` it in, so a
-    reader never sees a half-written cache and concurrent writers cannot corrupt it. The file is
-    readable by all (as the umask allows): caches may live in a shared data root."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _seq(seed: Seed) -> tuple[int, ...]:

@@ -28,6 +28,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_path
+
 __all__ = ["CpuLibrary", "shares_torch_openmp"]
 
 # -O2 with loop unswitching: the speed of -O3 on these loops at a quarter of its build time.
@@ -72,21 +74,20 @@ def _flag_sets() -> list[tuple[list[str], bool]]:
 def _compile(cxx: str, flags: list[str], source: Path, out: Path) -> str | None:
     """Compile ``source`` to ``out`` atomically; the compiler's error text, or None on success.
     Raises OSError when ``out``'s folder cannot be made or written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
     try:
-        r = subprocess.run([cxx, *flags, str(source), "-o", tmp], capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            return (r.stderr or r.stdout).strip()[-800:] or f"{cxx} exited with {r.returncode}"
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, out)
-        return None
+        with atomic_path(out, mode=0o777) as tmp:  # as the compiler itself would make it
+            r = subprocess.run([cxx, *flags, str(source), "-o", str(tmp)], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise _CompileFailed((r.stderr or r.stdout).strip()[-800:] or f"{cxx} exited with {r.returncode}")
+    except _CompileFailed as exc:
+        return str(exc)
     except subprocess.SubprocessError as exc:
         return repr(exc)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return None
+
+
+class _CompileFailed(Exception):
+    """The compiler ran and refused the source (its error text is the message)."""
 
 
 def shares_torch_openmp() -> bool:
