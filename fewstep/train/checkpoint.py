@@ -17,18 +17,8 @@ from typing import Any
 
 import torch
 
+from ..atomic import fsync_dir
 from ..errors import CheckpointError
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,7 +81,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         if path.exists():
             os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
