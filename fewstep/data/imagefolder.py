@@ -30,6 +30,7 @@ import torch
 
 from ..errors import ConfigError, DataFormatError, DatasetNotFoundError
 from .base import ArrayDataset, DatasetSplits, register_dataset
+from .channel_stats import channel_stats
 from .npz_cache import read_npz_cache, write_npz_cache
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFile", "decode_images", "load_image_folder", "scan_class_folders"]
@@ -148,22 +149,6 @@ def decode_images(paths: list[Path], mode: str = "RGB", size: tuple[int, int] | 
                                             f"is {w}x{h}x{c}; pass size=(H, W) to resize all images", None)
         out[i] = a.transpose(2, 0, 1)
     return out
-
-
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std on the [0, 1] scale, from 256-bin histograms (no float copy)."""
-    means, stds = [], []
-    v = np.arange(256, dtype=np.float64) / 255.0
-    t = torch.from_numpy(images)
-    for ch in range(images.shape[1]):
-        hist = torch.bincount(t[:, ch].reshape(-1), minlength=256).numpy().astype(np.float64)
-        n = hist.sum()
-        if n == 0:
-            return (0.0,) * images.shape[1], (1.0,) * images.shape[1]
-        m = float((hist * v).sum() / n)
-        means.append(round(m, 4))
-        stds.append(round(float(np.sqrt(max((hist * (v - m) ** 2).sum() / n, 0.0))), 4))
-    return tuple(means), tuple(stds)
 
 
 # --------------------------------------------------------------------------- cache
@@ -302,7 +287,7 @@ def load_image_folder(path: str | Path, name: str = "image-folder", mode: str = 
         for split, files in splits.items():
             arrays[f"{split}_x"] = decode_images([roots[split] / f.rel for f in files], mode, hw)
             arrays[f"{split}_y"] = np.array([f.label for f in files], dtype=np.int64)
-        m, s = _channel_stats(arrays["train_x"])
+        m, s = channel_stats(arrays["train_x"])
         arrays["mean"], arrays["std"] = np.array(m), np.array(s)
         if cache:
             for d in _cache_candidates(folder, Path(cache_dir) if cache_dir else None):

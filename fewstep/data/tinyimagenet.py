@@ -40,6 +40,7 @@ import torch
 
 from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
 from .base import ArrayDataset, DatasetSplits, register_dataset
+from .channel_stats import channel_stats
 from .download import MIRROR_ENV, download_file
 from .imagefolder import decode_images
 from .npz_cache import read_npz_cache, write_npz_cache
@@ -222,19 +223,6 @@ def _select(files: list[_Image], limit: int | None) -> list[_Image]:
     return [files[i] for i in sorted(picked)]
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std on the [0, 1] scale from 256-bin histograms."""
-    v = np.arange(256, dtype=np.float64) / 255.0
-    means, stds = [], []
-    for ch in range(images.shape[1]):
-        hist = np.bincount(images[:, ch].reshape(-1), minlength=256).astype(np.float64)
-        n = max(hist.sum(), 1.0)
-        m = float((hist * v).sum() / n)
-        means.append(round(m, 4))
-        stds.append(round(float(np.sqrt((hist * (v - m) ** 2).sum() / n)), 4) or 1.0)
-    return tuple(means), tuple(stds)
-
-
 def _cache_dirs(folder: Path, cache_dir: str | Path | None) -> list[Path]:
     if cache_dir is not None:
         return [Path(cache_dir)]
@@ -295,7 +283,7 @@ def load_tinyimagenet(root: Path, download: bool = True, limit: int | None = Non
         for split, files in splits.items():
             arrays[f"{split}_x"] = decode_images([folder / f.rel for f in files], "RGB", SIZE)
             arrays[f"{split}_y"] = np.array([f.label for f in files], dtype=np.int64)
-        m, s = _channel_stats(arrays["train_x"])
+        m, s = channel_stats(arrays["train_x"])
         arrays["mean"], arrays["std"] = np.array(m), np.array(s)
         for d in candidates:
             cache_file = write_npz_cache(d, cache_name, arrays, _cache_prefix(folder))
