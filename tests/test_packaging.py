@@ -73,6 +73,8 @@ def _venv_with_wheel(tmp: Path, wheel: Path) -> Path:
 
 
 def test_wheel_builds_installs_and_runs(tmp_path):
+    import fewstep as fewstep_pkg
+
     pytest.importorskip("build", reason="packaging test needs 'build': pip install build")
     wheel = _build_wheel(tmp_path)
 
@@ -80,11 +82,20 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     recipes = sorted(p.name for p in (ROOT / "fewstep" / "recipes").glob("*.toml"))
     assert recipes and all(f"fewstep/recipes/{r}" in names for r in recipes), "recipes missing from the wheel"
     assert "fewstep/py.typed" in names
+    assert "fewstep/data/digits.npz" in names, "the embedded digits are missing from the wheel"
     assert "fewstep/cli.py" in names and not any(n.startswith("tests/") for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     metadata = zipfile.ZipFile(wheel).read(meta).decode()
-    for extra in ("test", "nir", "tensorboard", "docs"):
+    for extra in ("test", "dev", "gpu", "nir", "tensorboard", "docs"):
         assert f"Provides-Extra: {extra}" in metadata
+    # one version source: the wheel's version is fewstep.__version__
+    assert f"\nVersion: {fewstep_pkg.__version__}\n" in metadata
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    base = [r for r in requires if "extra ==" not in r]
+    assert any(r.startswith("tomli") and 'python_version < "3.11"' in r for r in base), base
+    assert not any(r.startswith("scikit-learn") for r in base), "scikit-learn is only for the dev checks"
+    test_extra = [r for r in requires if 'extra == "test"' in r]
+    assert test_extra and not any(r.startswith("triton") for r in test_extra), "a CPU test install must not pull Triton"
     entry_points = zipfile.ZipFile(wheel).read(meta.replace("METADATA", "entry_points.txt")).decode()
     assert "fewstep = fewstep.cli:main" in entry_points
 
@@ -112,7 +123,7 @@ def test_wheel_builds_installs_and_runs(tmp_path):
 
 def test_ruff_clean():
     """The rules selected in pyproject.toml ([tool.ruff.lint]) hold for the whole repository."""
-    ruff = shutil.which("ruff") or pytest.skip("ruff is not installed (it is in the 'test' extra)")
+    ruff = shutil.which("ruff") or pytest.skip("ruff is not installed (it is in the 'dev' extra)")
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run([ruff, "check", "--no-cache", str(root)], capture_output=True, text=True, cwd=root)
     assert run.returncode == 0, run.stdout + run.stderr
