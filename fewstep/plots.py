@@ -1,9 +1,14 @@
 """PNG plots of runs, spikes and event data (matplotlib, headless ``Agg`` backend).
 
-* :func:`plot_accuracy_per_step`: test accuracy at every step ``t`` (from :mod:`fewstep.report`,
-  which writes it for every run);
-* :func:`plot_cutoff`: accuracy against mean stopping step of anytime inference (from
-  :mod:`fewstep.infer.cutoff`);
+All plotting lives here, and it draws plain data: numbers, arrays (NumPy or torch) and dicts (a
+run's ``report``, a cutoff sweep). This module therefore imports nothing from training or
+inference: :mod:`fewstep.report`, :mod:`fewstep.train` and :mod:`fewstep.infer.cli` call it, never
+the other way round (an import circle ``train -> plots -> infer -> train`` used to run through it).
+
+* :func:`plot_accuracy_per_step`: test accuracy at every step ``t`` of a run's report (every run
+  writes it, through :func:`fewstep.report.write_report`);
+* :func:`plot_cutoff`: accuracy against mean stopping step of anytime inference (the sweeps of
+  :func:`fewstep.infer.cutoff.cutoff_sweep`);
 * :func:`plot_spike_rates`: a bar per spiking layer (spikes per neuron per step);
 * :func:`plot_event_frames`: STC output ``[T, 2, H, W]`` as a row of frames, ON events red,
   OFF events blue (both: magenta);
@@ -24,8 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-from .report import plot_accuracy_per_step
 
 __all__ = ["PlotsCallback", "plot_accuracy_per_step", "plot_cutoff", "plot_event_frames", "plot_spike_rates",
            "spike_raster"]
@@ -57,12 +60,51 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def plot_cutoff(curves: dict[str, dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Accuracy (%) against mean stopping step, one line per cutoff sweep: see
-    :func:`fewstep.infer.cutoff.plot_cutoff` (this is that function, imported on first use)."""
-    from .infer.cutoff import plot_cutoff as _plot_cutoff
+def plot_accuracy_per_step(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Test accuracy (%) at each step t = 1..T of a run's final model: ``report`` is a run report
+    (``accuracy_per_step`` as fractions, ``recipe`` and ``dataset`` for the title)."""
+    acc = [100 * a for a in report["accuracy_per_step"]]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    ax.plot(range(1, len(acc) + 1), acc, marker="o")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(range(1, len(acc) + 1))
+    ax.set_title(f"{report['recipe']} ({report['dataset']})", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
 
-    return _plot_cutoff(curves, path, title)
+
+def plot_cutoff(curves: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Accuracy (%) against mean stopping step, one line per sweep (e.g. with and without STR),
+    with each curve's oracle (star) and operating point (circle).
+
+    ``curves`` is ``{label: sweep}`` where a sweep is the dict of
+    :func:`fewstep.infer.cutoff.cutoff_sweep` (``mean_steps``, ``accuracy``, ``oracle_mean_steps``,
+    ``oracle_accuracy``, ``timesteps`` and, when chosen, ``operating_point``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
+    t_max = 1
+    for label, sweep in curves.items():
+        pts = sorted(zip(sweep["mean_steps"], sweep["accuracy"]))
+        line, = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".", label=label)
+        color = line.get_color()
+        ax.plot(sweep["oracle_mean_steps"], 100 * sweep["oracle_accuracy"], marker="*", markersize=11, color=color,
+                linestyle="none")
+        op = sweep.get("operating_point")
+        if op:
+            ax.plot(op["mean_steps"], 100 * op["accuracy"], marker="o", markersize=8, markerfacecolor="none",
+                    color=color, linestyle="none")
+        t_max = max(t_max, int(sweep["timesteps"]))
+    ax.set_xlabel("mean stopping step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlim(0.8, t_max + 0.2)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "softmax cutoff (star: oracle, circle: operating point)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _rates_of(rates: Any) -> dict[str, float]:
