@@ -1,33 +1,16 @@
-"""Run reports: ``report.json`` (written atomically) and a PNG of accuracy against time step."""
+"""Run reports: ``report.json`` (written atomically), a PNG of accuracy against time step (drawn
+by :func:`fewstep.plots.plot_accuracy_per_step`) and the text summary."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .atomic import write_json_atomic
-
-
-def plot_accuracy_per_step(report: dict, path: Path) -> None:
-    """Test accuracy at each step t = 1..T of the final model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acc = [100 * a for a in report["accuracy_per_step"]]
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
-    ax.plot(range(1, len(acc) + 1), acc, marker="o")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(range(1, len(acc) + 1))
-    ax.set_title(f"{report['recipe']} ({report['dataset']})", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+from .plots import plot_accuracy_per_step
 
 
 def write_report(report: dict, out_dir: Path) -> None:
+    """``report.json`` and, when the run has per-step accuracies, ``accuracy_per_step.png`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(report, out_dir / "report.json")
     if report.get("accuracy_per_step"):

@@ -2,7 +2,8 @@
 
 * :mod:`~fewstep.infer.anytime`: the step-by-step engine with per-sample stopping (softmax and
   top-1/top-2 margin cutoffs, the oracle optimal cutoff step); stopped samples are dropped.
-* :mod:`~fewstep.infer.cutoff`: the accuracy/latency sweep, speed-up, wall-clock timing, plots.
+* :mod:`~fewstep.infer.cutoff`: the accuracy/latency sweep, speed-up, wall-clock timing (the
+  curve's plot, :func:`plot_cutoff`, is :func:`fewstep.plots.plot_cutoff`, re-exported here).
 * :mod:`~fewstep.infer.streaming`: :class:`StreamingClassifier` for frames or event slices,
   :class:`STCStream` for offline-exact STC currents as events arrive.
 * :mod:`~fewstep.infer.cli`: the ``fewstep eval --cutoff`` options.
@@ -17,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the lazy imports below provide (for type checkers and the API docs)
+    from ..plots import plot_cutoff
     from .anytime import (
         AnytimeResult,
         MarginCalibration,
@@ -31,7 +33,7 @@ if TYPE_CHECKING:  # what the lazy imports below provide (for type checkers and 
         select_state,
         simulate_cutoff,
     )
-    from .cutoff import DEFAULT_EPS, cutoff_sweep, plot_cutoff, time_inference
+    from .cutoff import DEFAULT_EPS, cutoff_sweep, time_inference
     from .streaming import STCStream, StreamingClassifier, events_to_current
 
 __all__ = [
@@ -59,9 +61,10 @@ __all__ = [
 _WHERE = {
     **dict.fromkeys(("AnytimeResult", "MarginCalibration", "MarginCutoff", "NoCutoff", "SoftmaxCutoff", "anytime_batch",
                      "anytime_inference", "calibrate_margin", "cumulative_logits", "oracle_cutoff", "select_state",
-                     "simulate_cutoff"), "anytime"),
-    **dict.fromkeys(("DEFAULT_EPS", "cutoff_sweep", "plot_cutoff", "time_inference"), "cutoff"),
-    **dict.fromkeys(("STCStream", "StreamingClassifier", "events_to_current"), "streaming"),
+                     "simulate_cutoff"), ".anytime"),
+    **dict.fromkeys(("DEFAULT_EPS", "cutoff_sweep", "time_inference"), ".cutoff"),
+    **dict.fromkeys(("STCStream", "StreamingClassifier", "events_to_current"), ".streaming"),
+    "plot_cutoff": "fewstep.plots",  # plotting has one home; plots import no inference
 }
 
 
@@ -69,7 +72,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'fewstep.infer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 

@@ -59,6 +59,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..causal import is_causal, non_causal_modules
 from ..errors import FewstepError
 from ..neurons import SpikingNeuron, reset_net, set_step_mode
 
@@ -161,18 +162,7 @@ class AnytimeResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# causality
-
-
-def non_causal_modules(model: nn.Module) -> list[str]:
-    """Qualified names of the modules of ``model`` that declare ``causal = False`` (their output
-    at step ``t`` depends on later inputs)."""
-    return [name or type(m).__name__ for name, m in model.named_modules() if getattr(m, "causal", True) is False]
-
-
-def is_causal(model: nn.Module) -> bool:
-    """Whether every step's output of ``model`` depends only on the inputs up to that step."""
-    return not non_causal_modules(model)
+# causality (is_causal and non_causal_modules are fewstep.causal's, re-exported here)
 
 
 def require_causal(model: nn.Module, what: str = "anytime inference") -> None:

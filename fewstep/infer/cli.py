@@ -117,9 +117,10 @@ def run_cutoff(args: argparse.Namespace, report: dict[str, Any], log=print, trai
     ``trained`` is an already loaded ``(recipe, model, splits, device)`` from
     :func:`fewstep.evaluate.load_trained`; by default the checkpoint is loaded again."""
     from ..evaluate import load_trained
+    from ..plots import plot_cutoff
     from ..report import write_json_atomic
     from ..train.data_feed import DeviceFeed
-    from .cutoff import cutoff_sweep, plot_cutoff
+    from .cutoff import cutoff_sweep
 
     if getattr(args, "target_drop", 0.5) < 0:
         from ..errors import ConfigError

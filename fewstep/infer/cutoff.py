@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,8 +54,8 @@ from .anytime import (
 
 DEFAULT_EPS: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
-__all__ = ["DEFAULT_EPS", "choose_operating_point", "cutoff_sweep", "full_accuracy", "plot_cutoff",
-           "sweep_softmax_cutoff", "time_inference"]
+__all__ = ["DEFAULT_EPS", "choose_operating_point", "cutoff_sweep", "full_accuracy", "sweep_softmax_cutoff",
+           "time_inference"]
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -226,37 +225,3 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
         result["wall_clock"] = time_inference(model, feed, result["operating_point"]["eps"], repeats)
     return result
 
-
-def plot_cutoff(curves: dict[str, dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """PNG of accuracy (%) against mean stopping step, one line per sweep (e.g. with and without
-    STR), with each curve's oracle (star) and operating point (circle)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
-    t_max = 1
-    for label, sweep in curves.items():
-        pts = sorted(zip(sweep["mean_steps"], sweep["accuracy"]))
-        line, = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".", label=label)
-        color = line.get_color()
-        ax.plot(sweep["oracle_mean_steps"], 100 * sweep["oracle_accuracy"], marker="*", markersize=11, color=color,
-                linestyle="none")
-        op = sweep.get("operating_point")
-        if op:
-            ax.plot(op["mean_steps"], 100 * op["accuracy"], marker="o", markersize=8, markerfacecolor="none",
-                    color=color, linestyle="none")
-        t_max = max(t_max, int(sweep["timesteps"]))
-    ax.set_xlabel("mean stopping step")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xlim(0.8, t_max + 0.2)
-    ax.grid(alpha=0.3)
-    ax.set_title(title or "softmax cutoff (star: oracle, circle: operating point)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..causal import is_causal
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
 from ..errors import CheckpointError, ConfigError, FewstepError, RunExistsError
-from ..infer.anytime import is_causal
 from ..models import build_model
 from ..neurons import reset_net, spiking_neurons
 from . import distributed as dist_utils
