@@ -1,0 +1,104 @@
+"""Issue 19 item 11: what the commands say. ``fewstep recipes`` is quick and marks the recipes
+that run offline; event emulation shows progress (and ``--no-progress`` stills it); ``fewstep
+eval`` names the files it wrote and prints its ``--margin`` result; the energy example prints
+only files that exist. Each through the real entry point, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fewstep
+
+ROOT = Path(fewstep.__file__).resolve().parents[1]
+TINY = ["--device", "cpu", "--set", "train.epochs=1", "--set", "data.train_limit=128", "--set", "data.test_limit=64",
+        "--set", "model.options.channels=[8, 8]", "--set", "model.options.hidden=16"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "FEWSTEP_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+
+
+def fewstep_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m fewstep ARGS`` in a subprocess, output captured; fails the test unless it exits 0."""
+    r = subprocess.run([sys.executable, "-m", "fewstep", *map(str, args)], capture_output=True, text=True,
+                       env=_env(), cwd=cwd, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+    return r
+
+
+# ---------------------------------------------------------------------------------------- recipes
+
+
+def _recipe_rows(stdout: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip() and " T=" in line}
+
+
+def test_recipes_marks_which_run_offline():
+    """quickstart (embedded digits) and quickstart-events (emulated from them) run offline;
+    mnist-lif-t2 needs its data folder. The header names the column and a footer explains it."""
+    from fewstep.config import builtin_recipes
+
+    r = fewstep_cli("recipes")
+    rows = _recipe_rows(r.stdout)
+    assert set(rows) == set(builtin_recipes())
+    assert r.stdout.splitlines()[0].split()[:5] == ["recipe", "dataset", "T", "data", "description"]
+    assert rows["quickstart"][3] == "offline", rows["quickstart"]
+    assert rows["quickstart-events"][3] == "offline"
+    assert rows["digits-tet-t8"][3] == "offline"
+    assert rows["mnist-lif-t2"][3] == "data-root", rows["mnist-lif-t2"]
+    assert rows["cifar10-stcb-t2"][3] == "data-root"
+    assert "offline: the data ships with fewstep" in r.stdout
+
+
+def test_recipes_imports_no_torch():
+    """What made ``fewstep recipes`` take seconds: validating a recipe imported fewstep.neurons, hence
+    torch. fewstep.config and the parser now import neither torch nor NumPy."""
+    code = ("import sys\nfrom fewstep.cli import build_parser, main\nbuild_parser()\nassert main(['recipes']) == 0\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'matplotlib', 'sklearn') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_the_torch_free_neuron_names_agree_with_the_neurons():
+    from fewstep import config, neuron_spec
+    from fewstep.neurons import NEURON_KINDS, SURROGATES, NeuronSpec
+
+    assert tuple(NEURON_KINDS) == neuron_spec.NEURON_KIND_NAMES
+    assert SURROGATES == neuron_spec.SURROGATE_NAMES
+    assert NeuronSpec is config.NeuronSpec is neuron_spec.NeuronSpec
+    assert type(NeuronSpec(kind="mtlif", num_thresholds=2).build()).__name__ == "MTLIF"
+
+
+def test_the_offline_marker_matches_loading_from_an_empty_folder(tmp_path):
+    """Every shipped recipe's dataset, loaded with no download from an empty data root: those
+    marked offline load; every other one is reported missing."""
+    from fewstep.config import builtin_recipes, load_recipe, runs_offline
+    from fewstep.data import load_dataset
+    from fewstep.errors import DatasetNotFoundError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    checked: set[str] = set()
+    for name in sorted(builtin_recipes()):
+        recipe = load_recipe(name)
+        if recipe.data.dataset in checked:
+            continue
+        checked.add(recipe.data.dataset)
+        options = dict(recipe.data.options)
+        if runs_offline(recipe):
+            if recipe.data.dataset.startswith("saccade-"):
+                options.update(limit=8, cache=False)  # a few emulated recordings, nothing written
+            splits = load_dataset(recipe.data.dataset, empty, download=False, **options)
+            assert len(splits.train) > 0 and len(splits.test) > 0, name
+        else:
+            with pytest.raises(DatasetNotFoundError):
+                load_dataset(recipe.data.dataset, empty, download=False, **options)
+    assert {"digits", "saccade-digits", "mnist"} <= checked
+    assert list(empty.iterdir()) == []
