@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fewstep
@@ -102,3 +103,32 @@ def test_the_offline_marker_matches_loading_from_an_empty_folder(tmp_path):
                 load_dataset(recipe.data.dataset, empty, download=False, **options)
     assert {"digits", "saccade-digits", "mnist"} <= checked
     assert list(empty.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ emulation progress
+
+
+def test_emulate_dataset_reports_progress_without_changing_the_streams():
+    from fewstep.events.emulator import emulate_dataset
+
+    rng = np.random.default_rng(0)
+    images = (rng.random((7, 12, 12)) * 255).astype(np.uint8)
+    plain = emulate_dataset(images, seed=4, batch_size=3)
+    for workers in (1, 2):
+        told: list[int] = []
+        streams = emulate_dataset(images, seed=4, batch_size=3, workers=workers, progress=told.append)
+        assert sum(told) == len(images) and len(told) == (3 if workers == 1 else 2), told
+        assert all(np.array_equal(a, b) for a, b in zip(plain, streams))
+
+
+def test_event_emulation_shows_progress_unless_no_progress(tmp_path):
+    """quickstart-events emulates the digits' saccade recordings (about ten seconds for all of
+    them) before the first epoch; that time now has a bar on stderr, and --no-progress has none."""
+    common = ["train", "quickstart-events", *TINY, "--set", "data.options.limit=96", "--set", "data.options.cache=false"]
+    shown = fewstep_cli(*common, "--out", tmp_path / "bars")
+    assert "emulating saccade-digits train" in shown.stderr and "emulating saccade-digits test" in shown.stderr, \
+        shown.stderr[-3000:]
+    assert "96/96" in shown.stderr.replace("\r", "\n"), shown.stderr[-3000:]
+    quiet = fewstep_cli(*common, "--out", tmp_path / "quiet", "--no-progress")
+    assert "emulating" not in quiet.stderr and "epoch 1/1" not in quiet.stderr, quiet.stderr[-3000:]
+    assert "accuracy @ t=2" in quiet.stdout
