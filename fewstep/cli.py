@@ -128,15 +128,23 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    """Accuracy at every step; with ``--cutoff`` (or ``--margin``, which implies it) the anytime
+    sweep. Ends by naming every file it wrote."""
+    from .evaluate import EVAL_REPORT_NAME, eval_output_dir, evaluate_checkpoint
+    from .infer.cli import CUTOFF_PLOT_NAME
 
     report = evaluate_checkpoint(args.checkpoint, device=args.device, data_root=args.data_root, out_dir=args.out)
     for t, a in enumerate(report["accuracy_per_step"], 1):
         print(f"  accuracy @ t={t}: {100 * a:.2f} %")
-    if args.cutoff:
+    written = [EVAL_REPORT_NAME]
+    if args.cutoff or args.margin:
         from .infer.cli import run_cutoff
 
         run_cutoff(args, report)
+        written.append(CUTOFF_PLOT_NAME)
+    out = eval_output_dir(args.checkpoint, args.out)
+    for name in written:
+        print(f"wrote {out / name}")
     return 0
 
 

@@ -5,6 +5,7 @@ only files that exist. Each through the real entry point, in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,50 @@ def test_event_emulation_shows_progress_unless_no_progress(tmp_path):
     quiet = fewstep_cli(*common, "--out", tmp_path / "quiet", "--no-progress")
     assert "emulating" not in quiet.stderr and "epoch 1/1" not in quiet.stderr, quiet.stderr[-3000:]
     assert "accuracy @ t=2" in quiet.stdout
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny quickstart run with a validation hold-out (``last.pt``)."""
+    out = tmp_path_factory.mktemp("eval-messages") / "run"
+    fewstep_cli("train", "quickstart", "--out", out, *TINY, "--set", "data.val_size=32", "--no-progress")
+    return out / "last.pt"
+
+
+def _wrote(stdout: str) -> list[Path]:
+    return [Path(line[len("wrote "):]) for line in stdout.splitlines() if line.startswith("wrote ")]
+
+
+def test_eval_names_the_file_it_wrote(tiny_run, tmp_path):
+    r = fewstep_cli("eval", tiny_run, "--device", "cpu", "--out", tmp_path / "plain")
+    assert _wrote(r.stdout) == [tmp_path / "plain" / "eval_report.json"], r.stdout
+    assert (tmp_path / "plain" / "eval_report.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["eval_report.json"]  # and nothing else
+
+
+def test_eval_cutoff_names_the_report_and_the_plot(tiny_run, tmp_path):
+    out = tmp_path / "cut"
+    r = fewstep_cli("eval", tiny_run, "--device", "cpu", "--out", out, "--cutoff", "--eps", "0", "0.5", "--no-timing")
+    assert _wrote(r.stdout) == [out / "eval_report.json", out / "cutoff.png"], r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["cutoff.png", "eval_report.json"]  # every file it wrote
+    assert "margin" not in r.stdout
+
+
+def test_eval_margin_prints_its_result(tiny_run, tmp_path):
+    """--margin used to add its sweep to the JSON only (and alone did nothing): it now implies
+    --cutoff and prints the margin cutoff's accuracy and mean steps beside the softmax columns."""
+    out = tmp_path / "margin"
+    r = fewstep_cli("eval", tiny_run, "--device", "cpu", "--out", out, "--margin", "--eps", "0", "0.5", "--no-timing")
+    margin = json.loads((out / "eval_report.json").read_text())["cutoff"]["margin"]
+    assert margin["calibrated_on"] == "val"
+    lines = r.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if "margin acc" in line and "margin steps" in line)
+    for i, eps in enumerate((0.0, 0.5)):
+        cells = lines[head + 1 + i].split()
+        assert float(cells[0]) == eps
+        assert cells[3] == f"{100 * margin['accuracy'][i]:.2f}%" and cells[4] == f"{margin['mean_steps'][i]:.3f}"
+    assert "calibrated on val" in r.stdout
+    assert _wrote(r.stdout) == [out / "eval_report.json", out / "cutoff.png"]
