@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,21 @@ def test_eval_margin_prints_its_result(tiny_run, tmp_path):
         assert cells[3] == f"{100 * margin['accuracy'][i]:.2f}%" and cells[4] == f"{margin['mean_steps'][i]:.3f}"
     assert "calibrated on val" in r.stdout
     assert _wrote(r.stdout) == [out / "eval_report.json", out / "cutoff.png"]
+
+
+# -------------------------------------------------------------------------------- energy example
+
+
+@pytest.mark.parametrize("out", [None, "plots/rates.png"])
+def test_energy_report_prints_only_files_that_exist(out, tmp_path):
+    """examples/energy_report.py printed the path of a PNG in a temporary folder it had deleted."""
+    (tmp_path / "plots").mkdir()
+    args = [] if out is None else ["--out", out]
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "energy_report.py"), *args], cwd=tmp_path,
+                       capture_output=True, text=True, env=_env(), timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    printed = re.findall(r"(\S+\.png)", r.stdout)
+    assert printed, r.stdout
+    for path in printed:
+        assert (tmp_path / path).is_file(), f"printed {path}, which does not exist"
+    assert Path(printed[0]) == Path(out or "spike_rates.png")
