@@ -2,14 +2,14 @@
 
     python examples/energy_report.py [--out spike_rates.png]
 
-Uses an untrained ``small_cnn`` on random 8x8 inputs; point it at a trained checkpoint's model
+Writes the spike-rate plot to ``--out`` (default ``spike_rates.png`` in the current folder) and
+prints its path. Uses an untrained ``small_cnn`` on random 8x8 inputs; point it at a trained checkpoint's model
 for real numbers (``fewstep train`` does that for every run: see ``report.json``'s ``energy``).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,7 +22,8 @@ from fewstep.plots import plot_spike_rates
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="PNG of the spike rates (default: a temporary file)")
+    parser.add_argument("--out", type=Path, default=Path("spike_rates.png"),
+                        help="PNG of the spike rates (default: spike_rates.png here)")
     parser.add_argument("--tiny", action="store_true", help="accepted for symmetry; this example is always quick")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -43,10 +44,10 @@ def main() -> None:
         print(f"== preset {preset}")
         print(format_energy_table(report))
         print()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.out or Path(tmp) / "spike_rates.png"
-        plot_spike_rates(report, out)
-        print(f"spike rates plotted to {out} ({out.stat().st_size} bytes)")
+    # The file is kept: a path printed here exists after the script ends (it once named a
+    # temporary file that was already deleted).
+    out = plot_spike_rates(report, args.out)
+    print(f"spike rates plotted to {out} ({out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -128,24 +128,46 @@ def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    """Accuracy at every step; with ``--cutoff`` (or ``--margin``, which implies it) the anytime
+    sweep. Ends by naming every file it wrote."""
+    from .evaluate import EVAL_REPORT_NAME, eval_output_dir, evaluate_checkpoint
+    from .infer.cli import CUTOFF_PLOT_NAME
 
     report = evaluate_checkpoint(args.checkpoint, device=args.device, data_root=args.data_root, out_dir=args.out)
     for t, a in enumerate(report["accuracy_per_step"], 1):
         print(f"  accuracy @ t={t}: {100 * a:.2f} %")
-    if args.cutoff:
+    written = [EVAL_REPORT_NAME]
+    if args.cutoff or args.margin:
         from .infer.cli import run_cutoff
 
         run_cutoff(args, report)
+        written.append(CUTOFF_PLOT_NAME)
+    out = eval_output_dir(args.checkpoint, args.out)
+    for name in written:
+        print(f"wrote {out / name}")
     return 0
 
 
-def cmd_recipes() -> int:
-    from .config import builtin_recipes, load_recipe
+#: The ``data`` column of ``fewstep recipes``: the data ships with fewstep, or must be in the data root.
+OFFLINE_MARK, NEEDS_DATA_MARK = "offline", "data-root"
 
-    for name in sorted(builtin_recipes()):
-        r = load_recipe(name)
-        print(f"{name:<28} {r.data.dataset:<14} T={r.model.timesteps:<3} {r.description}")
+
+def cmd_recipes() -> int:
+    """List the shipped recipes: name, dataset, T, whether they run offline, description.
+
+    Reads and validates the TOML files only (:mod:`fewstep.config` imports no torch), so it
+    answers at once."""
+    from .config import builtin_recipes, load_recipe, runs_offline
+
+    recipes = {name: load_recipe(name) for name in sorted(builtin_recipes())}  # by file stem, what train takes
+    width = max(len("recipe"), *map(len, recipes))
+    dwidth = max(len("dataset"), *(len(r.data.dataset) for r in recipes.values()))
+    print(f"{'recipe':<{width}} {'dataset':<{dwidth}} {'T':<5} {'data':<9} description")
+    for name, r in recipes.items():
+        mark = OFFLINE_MARK if runs_offline(r) else NEEDS_DATA_MARK
+        print(f"{name:<{width}} {r.data.dataset:<{dwidth}} T={r.model.timesteps:<3} {mark:<9} {r.description}")
+    print(f"\n{OFFLINE_MARK}: the data ships with fewstep, no --data-root and no download; "
+          f"{NEEDS_DATA_MARK}: reads --data-root or $FEWSTEP_DATA (docs/guides/datasets.md)")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from .errors import ConfigError, RecipeNotFoundError
-from .neurons import NEURON_KINDS, SURROGATES, NeuronSpec
+from .neuron_spec import NEURON_KIND_NAMES, SURROGATE_NAMES, NeuronSpec  # torch-free: see fewstep.neuron_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,6 +96,12 @@ class Recipe:
         return asdict(self)
 
 
+#: Datasets that ship with fewstep: the scikit-learn digits (bundled with scikit-learn) and their
+#: emulated saccade event version. A recipe on one of them runs offline, with no ``--data-root``
+#: and no download (``fewstep recipes`` marks it "offline"); every other dataset is read from the
+#: data root. A test loads each shipped recipe's dataset from an empty root to check this set.
+OFFLINE_DATASETS: frozenset[str] = frozenset({"digits", "saccade-digits"})
+
 #: The largest ``train.seed`` (torch, numpy and Python seeds all accept it).
 SEED_MAX = 2**63 - 1
 
@@ -173,7 +179,7 @@ def _validate(r: Recipe, source: str | None) -> None:
                "train.loss": (t.loss, ("ce", "tet")), "train.amp": (t.amp, ("auto", "bf16", "off")),
                "train.regularizer": (t.regularizer, ("none", "str", "rcs")),
                "train.energy_preset": (t.energy_preset, ("45nm-float", "45nm-int")),
-               "neuron.kind": (n.kind, tuple(NEURON_KINDS)), "neuron.surrogate": (n.surrogate, SURROGATES)}
+               "neuron.kind": (n.kind, NEURON_KIND_NAMES), "neuron.surrogate": (n.surrogate, SURROGATE_NAMES)}
     if n.reset is not None:
         choices["neuron.reset"] = (n.reset, ("hard", "soft"))
     for key, (value, allowed) in choices.items():
@@ -301,9 +307,15 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raise
 
 
+def runs_offline(recipe: Recipe) -> bool:
+    """Whether ``recipe``'s data ships with fewstep (:data:`OFFLINE_DATASETS`): it trains with no
+    data folder and no network. (A fine-tune recipe still needs its ``train.init_checkpoint``.)"""
+    return recipe.data.dataset in OFFLINE_DATASETS
+
+
 def recipe_summary(recipe: Recipe) -> str:
     return f"{recipe.name}: {recipe.description}" if recipe.description else recipe.name
 
 
-__all__ = ["DataConfig", "ModelConfig", "Recipe", "TrainConfig", "apply_overrides", "builtin_recipes", "find_recipe",
-           "load_recipe", "parse_override", "recipe_from_dict"]
+__all__ = ["OFFLINE_DATASETS", "DataConfig", "ModelConfig", "Recipe", "TrainConfig", "apply_overrides",
+           "builtin_recipes", "find_recipe", "load_recipe", "parse_override", "recipe_from_dict", "runs_offline"]

@@ -46,6 +46,15 @@ def load_trained(checkpoint: str | Path, device: str | None = "auto", data_root:
     return recipe, model, splits, dev
 
 
+EVAL_REPORT_NAME = "eval_report.json"
+
+
+def eval_output_dir(checkpoint: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where ``fewstep eval`` writes ``eval_report.json`` (and ``cutoff.png``): ``out_dir``, else
+    the checkpoint's folder."""
+    return Path(out_dir) if out_dir else Path(checkpoint).parent
+
+
 def evaluate_checkpoint(checkpoint: str | Path, device: str | None = "auto", data_root: str | Path | None = None,
                         out_dir: str | Path | None = None) -> dict[str, Any]:
     """Per-step test accuracy of a checkpoint; writes ``eval_report.json``."""
@@ -54,7 +63,7 @@ def evaluate_checkpoint(checkpoint: str | Path, device: str | None = "auto", dat
     acc = evaluate(model, feed, autocast_for(recipe, dev))
     report = {"checkpoint": str(checkpoint), "recipe": recipe.name, "dataset": recipe.data.dataset,
               "timesteps": len(acc), "accuracy_per_step": acc, "accuracy": acc[-1], "test_samples": len(splits.test)}
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent
+    out = eval_output_dir(checkpoint, out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report, out / "eval_report.json")
+    write_json_atomic(report, out / EVAL_REPORT_NAME)
     return report

@@ -236,8 +236,9 @@ class EventSource:
     """One split to build: ``count`` samples, their ``labels``, and how to get their events.
 
     Exactly one of ``read(i) -> events`` (recorded data, sample ``i`` of the selection, read in
-    increasing ``read_order``) and ``blocks() -> iterable of lists of event arrays`` (emulated
-    data, in sample order) is given. ``key`` describes the sources for the cache."""
+    increasing ``read_order``) and ``blocks(progress) -> iterable of lists of event arrays``
+    (emulated data, in sample order; ``progress(n)``, if not None, is told as each ``n`` more
+    samples are emulated) is given. ``key`` describes the sources for the cache."""
 
     count: int
     labels: np.ndarray
@@ -245,29 +246,40 @@ class EventSource:
     key: dict
     read: Callable[[int], np.ndarray] | None = None
     read_order: np.ndarray | None = None
-    blocks: Callable[[], Iterable[list[np.ndarray]]] | None = None
+    blocks: Callable[[Callable[[int], None] | None], Iterable[list[np.ndarray]]] | None = None
 
 
-def _compute(source: EventSource, opts: EventOptions) -> np.ndarray:
+def _compute(source: EventSource, opts: EventOptions, what: str = "events") -> np.ndarray:
+    """The STC currents of every sample of ``source``, with a progress bar named after ``what``
+    (``"<dataset> <split>"``): emulating the 1,797 digits takes about ten seconds, MNIST minutes."""
     from ..events.stc import stc
+    from ..progress import progress_bar
 
     params = opts.stc_params()
     timesteps = params.pop("timesteps")
     w, h = source.sensor_size
     f = opts.spatial_factor
     out = np.zeros((source.count, timesteps, 2, -(-h // f), -(-w // f)), np.float32)
-    if source.read is not None:
-        order = source.read_order if source.read_order is not None else range(source.count)
-        for i in order:
-            out[i] = stc(source.read(int(i)), source.sensor_size, timesteps, **params)
-    else:
-        i = 0
-        for block in source.blocks():
-            for events in block:
-                out[i] = stc(events, source.sensor_size, timesteps, **params)
-                i += 1
-        if i != source.count:
-            raise RuntimeError(f"the emulator returned {i} streams for {source.count} images")
+    bar = progress_bar(source.count, f"{'reading' if source.read is not None else 'emulating'} {what}",
+                       unit="sample")
+    try:
+        if source.read is not None:
+            order = source.read_order if source.read_order is not None else range(source.count)
+            for i in order:
+                out[i] = stc(source.read(int(i)), source.sensor_size, timesteps, **params)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            i = 0
+            for block in source.blocks(None if bar is None else bar.update):
+                for events in block:
+                    out[i] = stc(events, source.sensor_size, timesteps, **params)
+                    i += 1
+            if i != source.count:
+                raise RuntimeError(f"the emulator returned {i} streams for {source.count} images")
+    finally:
+        if bar is not None:
+            bar.close()
     return out
 
 
@@ -314,7 +326,7 @@ def _build_split(dataset: str, split: str, source: EventSource, classes: list[st
     if source.count >= 5000:
         print(f"fewstep: building {dataset} {split} ({source.count} samples, STC T={opts.timesteps})"
               + (f"; cached in {path.parent}" if path else ""), file=sys.stderr, flush=True)
-    currents = _compute(source, opts)
+    currents = _compute(source, opts, f"{dataset} {split}")
     seconds = time.perf_counter() - t0
     info[split] = {"cache": str(path) if path else None, "cache_hit": False, "build_seconds": round(seconds, 3)}
     if path is not None:
@@ -451,10 +463,10 @@ def _emulated_source(images: np.ndarray, labels: np.ndarray, split_id: int, limi
            "labels": hashlib.sha256(labels.tobytes()).hexdigest(), "seed": seed, "split": split_id,
            "emulator": asdict(params), "block": EMULATION_BLOCK}
 
-    def blocks() -> Iterable[list[np.ndarray]]:
+    def blocks(progress: Callable[[int], None] | None = None) -> Iterable[list[np.ndarray]]:
         for start in range(0, len(images), EMULATION_BLOCK):
             yield emulate_dataset(images[start:start + EMULATION_BLOCK], seed=(*_seed_tuple(seed), split_id, start),
-                                  workers=workers, **emulator)
+                                  workers=workers, progress=progress, **emulator)
 
     return EventSource(count=len(images), labels=np.asarray(labels, np.int64), sensor_size=sensor, key=key,
                        blocks=blocks)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -364,6 +364,7 @@ def emulate_dataset(
     cache_dir: str | Path | None = None,
     workers: int = 1,
     batch_size: int = 128,
+    progress: Callable[[int], None] | None = None,
     **params,
 ) -> list[np.ndarray]:
     """Emulate a recording of every image: a list of event arrays, one per image.
@@ -376,7 +377,9 @@ def emulate_dataset(
     With ``cache_dir`` the result is stored there as one ``.npz`` (``events`` concatenated,
     ``offsets``, and ``labels`` if given), named by a hash of the images, labels, seed and
     parameters, and loaded from there the next time. ``workers > 1`` spreads the images over
-    processes."""
+    processes. ``progress(n)``, if given, is told each time ``n`` more images are done (after every
+    batch, or every worker's share with ``workers > 1``): emulating thousands of images takes seconds
+    to minutes, and a progress bar says so."""
     config = EmulatorParams(**params)
     images = np.asarray(images)
     label_array = None if labels is None else np.asarray(labels)
@@ -391,11 +394,19 @@ def emulate_dataset(
     workers = max(1, min(int(workers), n))
     bounds = np.linspace(0, n, workers + 1).astype(int)
     chunks = [(images[a:b], int(a), seed, config, int(batch_size)) for a, b in zip(bounds[:-1], bounds[1:])]
-    if workers == 1:
-        results = [_emulate_chunk(chunk) for chunk in chunks]
+    results = []
+    if workers == 1:  # batch by batch here, each image seeded by its index as in a worker
+        size = int(batch_size)
+        for a in range(0, n, size):
+            results.append(_emulate_chunk((images[a:a + size], a, seed, config, size)))
+            if progress is not None:
+                progress(min(size, n - a))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_emulate_chunk, chunks))
+            for chunk, parts in zip(chunks, pool.map(_emulate_chunk, chunks)):
+                results.append(parts)
+                if progress is not None:
+                    progress(len(chunk[0]))
     events, offsets = _concat_packed([part for parts in results for part in parts])  # one copy
     if path is not None:
         extra = {} if label_array is None else {"labels": label_array}

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 # No torch import here: this module is imported when the command line parser is built.
 __all__ = ["CALIBRATION_SPLITS", "calibration_split", "format_cutoff", "register_eval_options", "run_cutoff"]
 
 CALIBRATION_SPLITS = ("val", "train")
+CUTOFF_PLOT_NAME = "cutoff.png"  # written by run_cutoff beside eval_report.json
 
 
 def eps_option(text: str) -> float:
@@ -68,15 +68,30 @@ def register_eval_options(parser: argparse.ArgumentParser) -> None:
                    help="split on which eps (and the --margin thresholds) are chosen, never the test split: val "
                         "(default; the recipe's data.val_size hold-out, refused if it has none) or train")
     g.add_argument("--margin", action="store_true",
-                   help="also the top-1/top-2 margin cutoff, thresholds calibrated on the --calibrate-on split")
+                   help="also the top-1/top-2 margin cutoff at confidence 1 - eps, thresholds calibrated on the "
+                        "--calibrate-on split (implies --cutoff; printed beside the softmax columns)")
     g.add_argument("--no-timing", action="store_true", help="skip the wall-clock comparison")
 
 
 def format_cutoff(sweep: dict[str, Any]) -> str:
-    """A short text table of a sweep."""
-    lines = [f"  {'eps':>8}  {'accuracy':>9}  {'mean steps':>10}"]
-    for e, a, s in zip(sweep["eps"], sweep["accuracy"], sweep["mean_steps"]):
-        lines.append(f"  {e:>8.3g}  {100 * a:>8.2f}%  {s:>10.3f}")
+    """A short text table of a sweep: accuracy and mean steps of the softmax cutoff per ``eps``
+    and, when the sweep has a ``margin`` part (``--margin``), those of the margin cutoff at
+    confidence ``1 - eps`` in two more columns; then the full-T, oracle, operating-point and
+    wall-clock lines."""
+    margin = sweep.get("margin")
+    head = f"  {'eps':>8}  {'accuracy':>9}  {'mean steps':>10}"
+    if margin:
+        head += f"  {'margin acc':>10}  {'margin steps':>12}"
+    lines = [head]
+    for i, (e, a, s) in enumerate(zip(sweep["eps"], sweep["accuracy"], sweep["mean_steps"])):
+        row = f"  {e:>8.3g}  {100 * a:>8.2f}%  {s:>10.3f}"
+        if margin:
+            row += f"  {100 * margin['accuracy'][i]:>9.2f}%  {margin['mean_steps'][i]:>12.3f}"
+        lines.append(row)
+    if margin:
+        on = margin.get("calibrated_on")
+        lines.append("  margin: stop when the top-1/top-2 logit margin passes the step's threshold for confidence "
+                     f"1 - eps{f', calibrated on {on}' if on else ''}")
     op = sweep["operating_point"]
     lines.append(f"  full T={sweep['timesteps']}: {100 * sweep['full_accuracy']:.2f} %; oracle: "
                  f"{100 * sweep['oracle_accuracy']:.2f} % at {sweep['oracle_mean_steps']:.3f} steps")
@@ -116,7 +131,7 @@ def run_cutoff(args: argparse.Namespace, report: dict[str, Any], log=print, trai
 
     ``trained`` is an already loaded ``(recipe, model, splits, device)`` from
     :func:`fewstep.evaluate.load_trained`; by default the checkpoint is loaded again."""
-    from ..evaluate import load_trained
+    from ..evaluate import EVAL_REPORT_NAME, eval_output_dir, load_trained
     from ..plots import plot_cutoff
     from ..report import write_json_atomic
     from ..train.data_feed import DeviceFeed
@@ -135,10 +150,12 @@ def run_cutoff(args: argparse.Namespace, report: dict[str, Any], log=print, trai
                          choose_on=choose_on, choose_on_name=name,
                          calibration_feed=choose_on if getattr(args, "margin", False) else None,
                          timing=not getattr(args, "no_timing", False))
+    if "margin" in sweep:
+        sweep["margin"]["calibrated_on"] = name
     report["cutoff"] = sweep
-    out = Path(args.out) if getattr(args, "out", None) else Path(args.checkpoint).parent
+    out = eval_output_dir(args.checkpoint, getattr(args, "out", None))
     out.mkdir(parents=True, exist_ok=True)
-    plot_cutoff({recipe.name: sweep}, out / "cutoff.png")
-    write_json_atomic(report, out / "eval_report.json")
+    plot_cutoff({recipe.name: sweep}, out / CUTOFF_PLOT_NAME)
+    write_json_atomic(report, out / EVAL_REPORT_NAME)
     log(format_cutoff(sweep))
     return report

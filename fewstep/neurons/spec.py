@@ -1,47 +1,17 @@
-"""A neuron described as data, so recipes and models can name their neurons in TOML."""
+"""A neuron described as data, so recipes and models can name their neurons in TOML.
+
+:class:`NeuronSpec` itself lives in the torch-free :mod:`fewstep.neuron_spec` (recipes are
+validated without loading PyTorch); this module maps its ``kind`` names to the neuron classes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from ..neuron_spec import NeuronSpec
 from .modules import IF, LIF, MTLIF, PLIF, SpikingNeuron
 
-NEURON_KINDS = {"if": IF, "lif": LIF, "plif": PLIF, "mtlif": MTLIF}
-
-
-@dataclass
-class NeuronSpec:
-    """What neuron a model uses. ``kind`` is one of ``if``, ``lif``, ``plif``, ``mtlif``."""
-
-    kind: str = "lif"
-    decay: float = 0.5
-    v_threshold: float = 1.0
-    reset: str | None = None  # None: the neuron's default (hard; soft for mtlif)
-    v_reset: float = 0.0
-    surrogate: str = "triangle"
-    width: float = 1.0
-    num_thresholds: int = 1
-    learnable_decay: bool | None = None  # None: the neuron's default (True for plif/mtlif)
-    learnable_threshold: bool = False
-    detach_reset: bool = False
-    scale_output: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or self.kind not in NEURON_KINDS:
-            raise ValueError(f"neuron.kind must be one of {sorted(NEURON_KINDS)}, got {self.kind!r}")
-
-    def build(self) -> SpikingNeuron:
-        """A fresh neuron module from this spec."""
-        kw = {k: v for k, v in asdict(self).items() if v is not None}
-        kind = kw.pop("kind")
-        if kind == "if":
-            kw.pop("decay")
-            kw.pop("learnable_decay", None)
-        if kind == "plif":
-            kw.pop("learnable_decay", None)
-        if kind != "mtlif" and kw["num_thresholds"] != 1:
-            raise ValueError("neuron.num_thresholds > 1 needs neuron.kind = 'mtlif'")
-        return NEURON_KINDS[kind](**kw)
+#: ``neuron.kind`` -> neuron class; its keys are :data:`fewstep.neuron_spec.NEURON_KIND_NAMES`.
+NEURON_KINDS: dict[str, type[SpikingNeuron]] = {"if": IF, "lif": LIF, "plif": PLIF, "mtlif": MTLIF}
 
 
 def make_neuron(spec: NeuronSpec | dict | None = None, **overrides) -> SpikingNeuron:
@@ -53,3 +23,6 @@ def make_neuron(spec: NeuronSpec | dict | None = None, **overrides) -> SpikingNe
     if overrides:
         spec = NeuronSpec(**{**asdict(spec), **overrides})
     return spec.build()
+
+
+__all__ = ["NEURON_KINDS", "NeuronSpec", "make_neuron"]

@@ -25,7 +25,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-SURROGATES = ("rectangle", "triangle", "sigmoid", "arctan")
+from ..neuron_spec import SURROGATE_NAMES
+
+#: The surrogate names (defined torch-free in :mod:`fewstep.neuron_spec` for recipe validation).
+SURROGATES: tuple[str, ...] = SURROGATE_NAMES
 
 DEFAULT_WIDTH = {"rectangle": 0.5, "triangle": 1.0, "sigmoid": 0.25, "arctan": 0.5}
 

@@ -30,6 +30,7 @@ from ..data import DatasetSplits, load_dataset
 from ..errors import CheckpointError, ConfigError, FewstepError, RunExistsError
 from ..models import build_model
 from ..neurons import reset_net, spiking_neurons
+from ..progress import progress_bars
 from . import distributed as dist_utils
 from .checkpoint import latest_good, save_checkpoint
 from .data_feed import DeviceFeed
@@ -338,7 +339,8 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     t = recipe.train
     seed_everything(t.seed)
 
-    splits = prepare_data(recipe, data_root)
+    with progress_bars(progress and ctx.is_main):  # event emulation draws a bar too; --no-progress stills it
+        splits = prepare_data(recipe, data_root)
     model = make_model(recipe, splits)
     if t.init_checkpoint:
         load_initial_weights(recipe, model)
