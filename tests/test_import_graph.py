@@ -54,6 +54,9 @@ KNOWN_EDGES: list[tuple[str, str, str]] = [
     # optional kernels: the dispatcher imports them on first use, and they register with it
     ("fewstep.neurons.dispatch", "fewstep.kernels", "loads the Triton kernels on first use"),
     ("fewstep.neurons.dispatch", "fewstep.kernels.cpu_neuron", "loads the CPU kernel on first use"),
+    # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
+    # torch) builds its neuron module on demand, from the neurons package that re-exports it
+    ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),
     # #18 item 1: event datasets have two homes (fewstep.data.events_catalog builds and caches
     # them, fewstep.events.datasets reads the archives and finds the data root)
     ("fewstep.events.datasets", "fewstep.data.base", "#18 item 1: resolve_data_root"),
