@@ -18,7 +18,6 @@ import torch
 
 from .base import ArrayDataset, DatasetSplits, register_dataset
 
-
 DIGITS_FILE = "digits.npz"
 
 
