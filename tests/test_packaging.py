@@ -113,7 +113,8 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     assert listed.returncode == 0, listed.stderr
     lines = [line for line in listed.stdout.splitlines() if line.strip()]
     assert lines[0].split()[0] == "recipe", lines[0]  # the header row
-    assert {line.split()[0] for line in lines[1:]} == {r[:-5] for r in recipes}
+    assert lines[-1].startswith("offline:"), lines[-1]  # the legend of the data column
+    assert {line.split()[0] for line in lines[1:-1]} == {r[:-5] for r in recipes}
 
     run = subprocess.run([fewstep, "quickstart", "--set", "train.epochs=1", "--out", str(tmp_path / "run"),
                           "--no-progress", "--device", "cpu"], cwd=tmp_path, env=env, capture_output=True, text=True,
