@@ -96,7 +96,7 @@ class Recipe:
         return asdict(self)
 
 
-#: Datasets that ship with fewstep: the scikit-learn digits (bundled with scikit-learn) and their
+#: Datasets that ship with fewstep: the 1,797 8x8 digits (``fewstep/data/digits.npz``) and their
 #: emulated saccade event version. A recipe on one of them runs offline, with no ``--data-root``
 #: and no download (``fewstep recipes`` marks it "offline"); every other dataset is read from the
 #: data root. A test loads each shipped recipe's dataset from an empty root to check this set.
