@@ -25,7 +25,7 @@
   those speed-ups; on a shared machine they are rough.
 
 Every recipe runs with its own epochs (``--quick`` cuts them to a smoke test) and ``train.seed``
-set to the seed. The digits test split (360 images) is fixed; the seed changes initialisation,
+set to the seed. The digits test split (359 images) is fixed; the seed changes initialisation,
 data order, augmentation and the calibration batches. Tables give mean ± sample std over seeds
 (std 0 for one seed) and the per-seed values, in percent; every number, the per-step accuracies
 and the sweep curves go to ``<out>/results.json`` (tables also to ``<out>/results.md``) and the
