@@ -325,20 +325,84 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     adds :class:`fewstep.tblog.TensorBoardCallback`.
     ``stop_after_epoch`` ends the run early (after that many epochs in total) as an interrupted run
     would, without writing the final report; used to test resuming.
+
+    The steps, in order: check the folder and the recipe, start the process group, set up data,
+    model and optimizer (:func:`set_up_run`), resume (:func:`resume_run`), then per epoch train
+    (:func:`train_one_epoch`), check for divergence, evaluate and checkpoint
+    (:func:`finish_epoch`), and at the end score the test split and write the report
+    (:func:`finish_run`).
     """
     out = Path(out_dir)
     check_output_folder(out, resume, overwrite)
     check_init_checkpoint(recipe)
-    log = log or (lambda msg: print(msg, flush=True))  # flushed: logs piped to files stay current
+    ctx, log = start_run(out, device, log or (lambda msg: print(msg, flush=True)))  # flushed: piped logs stay current
+    seed_everything(recipe.train.seed)
+    run = set_up_run(recipe, out, ctx, data_root, progress)
+    history, train_seconds = resume_run(run, log) if resume else ([], 0.0)
+    if overwrite and ctx.is_main:  # only now: a run that failed to start has destroyed nothing
+        remove_previous_run(out)
+    callbacks = run_callbacks(recipe, ctx, out, callbacks)
+    net = training_net(run)
+    autocast = autocast_for(recipe, ctx.device)
+    bar_factory = _progress_factory(progress and ctx.is_main)
+
+    notify(callbacks, "on_train_start", run.model, out)
+    for epoch in range(len(history), recipe.train.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return {}
+        t0 = time.perf_counter()
+        record = train_one_epoch(run, net, epoch, autocast, bar_factory)
+        train_seconds = finish_epoch(run, record, history, train_seconds, t0, autocast, log)
+        notify(callbacks, "on_epoch_end", history[-1], run.model, out)
+        dist_utils.barrier()
+
+    report = finish_run(run, history, train_seconds, autocast, log)
+    notify(callbacks, "on_train_end", report, run.model, out)
+    dist_utils.teardown()
+    return report
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`set_up_run` builds for one run: the pieces every step of :func:`train` uses."""
+
+    recipe: Recipe
+    out: Path
+    ctx: RunContext
+    splits: DatasetSplits
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    train_feed: DeviceFeed
+    test_feed: DeviceFeed
+    #: Per-epoch evaluation runs on the validation split when there is one (the test split is then
+    #: scored once, after the last epoch), else on the test split.
+    val_feed: DeviceFeed | None
+    steps_per_epoch: int
+
+    @property
+    def eval_key(self) -> str:
+        return "val_accuracy_per_step" if self.val_feed is not None else "test_accuracy_per_step"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+
+def start_run(out: Path, device: str | None, log: Callable[[str], None]) -> tuple[RunContext, Callable[[str], None]]:
+    """Join the process group (one process without DDP), pick the device, make ``out`` on rank 0;
+    only rank 0 logs."""
     rank, world = dist_utils.setup()
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
     if not ctx.is_main:
-        log = lambda _msg: None  # noqa: E731  (one process speaks)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    t = recipe.train
-    seed_everything(t.seed)
+        return ctx, lambda _msg: None
+    out.mkdir(parents=True, exist_ok=True)
+    return ctx, log
 
+
+def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path | None, progress: bool) -> TrainingRun:
+    """Data, model (initial weights loaded, moved to the device), optimizer, loss and the feeds."""
+    t, d = recipe.train, recipe.data
     with progress_bars(progress and ctx.is_main):  # event emulation draws a bar too; --no-progress stills it
         splits = prepare_data(recipe, data_root)
     model = make_model(recipe, splits)
@@ -349,143 +413,162 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(recipe, model)
     loss_fn = make_loss(recipe, model)
-    per_rank_batch = max(1, recipe.data.batch_size // world)
-    train_feed = DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed,
-                            crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank, world=world)
-    test_feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
-    # Per-epoch evaluation: on the validation split when there is one (the test split is then
-    # scored once, after the last epoch), else on the test split.
-    val_feed = (DeviceFeed(splits.val, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
+    rank, world = ctx.rank, ctx.world
+    train_feed = DeviceFeed(splits.train, max(1, d.batch_size // world), ctx.device, train=True, seed=t.seed,
+                            crop_padding=d.crop_padding, flip=d.flip, rank=rank, world=world)
+    test_feed = DeviceFeed(splits.test, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
+    val_feed = (DeviceFeed(splits.val, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
                 if splits.val is not None else None)
-    eval_key = "val_accuracy_per_step" if val_feed is not None else "test_accuracy_per_step"
-    steps_per_epoch = train_feed.num_batches()
-    total_steps = steps_per_epoch * t.epochs
+    return TrainingRun(recipe, out, ctx, splits, model, optimizer, loss_fn, train_feed, test_feed, val_feed,
+                       train_feed.num_batches())
 
-    start_epoch, history, train_seconds = 0, [], 0.0
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume:
-        found = latest_good(ckpt_path)
-        if found is None:
-            raise CheckpointError(f"--resume: no checkpoint in {out} (expected {ckpt_path})")
-        state, used = found
-        if used != ckpt_path:
-            log(f"warning: {ckpt_path} is unreadable; resuming from the previous good checkpoint {used}")
-        check_training_state(state, used)
-        saved = recipe_from_dict(state["recipe"], source=f"checkpoint {used}")
-        if saved != recipe:
-            raise CheckpointError(f"{used}: was written by a different recipe; resume with the same recipe and --set "
-                                  "options, or start a new --out directory")
-        if state["epoch"] > t.epochs:
-            raise CheckpointError(f"{used}: says epoch {state['epoch']} but the recipe has only {t.epochs} epochs")
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng_cpu"])
-            if ctx.device.type == "cuda" and "rng_cuda" in state:
-                torch.cuda.set_rng_state(state["rng_cuda"], ctx.device)
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
-            detail = " ".join(str(exc).split())  # torch's messages span lines; the CLI prints one
-            detail = detail if len(detail) <= 400 else detail[:400] + "..."
-            raise CheckpointError(f"{used}: does not fit this run's model or optimizer "
-                                  f"({type(exc).__name__}: {detail})") from None
-        start_epoch, history, train_seconds = state["epoch"], state["history"], float(state["train_seconds"])
-        log(f"resumed from {used} after epoch {start_epoch}")
 
-    if overwrite and ctx.is_main:  # only now: a run that failed to start has destroyed nothing
-        remove_previous_run(out)
-    callbacks = list(callbacks or [])
-    if ctx.is_main:
-        from ..plots import PlotsCallback
+def resume_run(run: TrainingRun, log: Callable[[str], None]) -> tuple[list[dict], float]:
+    """Load the latest good checkpoint of ``run.out`` into the model, optimizer and RNG; return the
+    history and training seconds so far (the run continues after ``len(history)`` epochs)."""
+    ckpt_path, recipe = run.checkpoint_path, run.recipe
+    found = latest_good(ckpt_path)
+    if found is None:
+        raise CheckpointError(f"--resume: no checkpoint in {run.out} (expected {ckpt_path})")
+    state, used = found
+    if used != ckpt_path:
+        log(f"warning: {ckpt_path} is unreadable; resuming from the previous good checkpoint {used}")
+    check_training_state(state, used)
+    saved = recipe_from_dict(state["recipe"], source=f"checkpoint {used}")
+    if saved != recipe:
+        raise CheckpointError(f"{used}: was written by a different recipe; resume with the same recipe and --set "
+                              "options, or start a new --out directory")
+    if state["epoch"] > recipe.train.epochs:
+        raise CheckpointError(f"{used}: says epoch {state['epoch']} but the recipe has only {recipe.train.epochs} epochs")
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if run.ctx.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], run.ctx.device)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())  # torch's messages span lines; the CLI prints one
+        detail = detail if len(detail) <= 400 else detail[:400] + "..."
+        raise CheckpointError(f"{used}: does not fit this run's model or optimizer "
+                              f"({type(exc).__name__}: {detail})") from None
+    log(f"resumed from {used} after epoch {state['epoch']}")
+    return state["history"], float(state["train_seconds"])
 
-        callbacks.append(PlotsCallback())  # spike rates, a spike raster, event previews
-    if t.tensorboard and ctx.is_main:
+
+def run_callbacks(recipe: Recipe, ctx: RunContext, out: Path, callbacks: list | None) -> list:
+    """The user's callbacks plus plots (and TensorBoard when the recipe asks), on rank 0 only."""
+    if not ctx.is_main:
+        return []
+    from ..plots import PlotsCallback
+
+    found = [*(callbacks or []), PlotsCallback()]  # spike rates, a spike raster, event previews
+    if recipe.train.tensorboard:
         from ..tblog import TensorBoardCallback
 
-        callbacks.append(TensorBoardCallback(out / "tb"))
-    if not ctx.is_main:
-        callbacks = []
+        found.append(TensorBoardCallback(out / "tb"))
+    return found
 
-    def notify(event: str, *args: Any) -> None:
-        for cb in callbacks:
-            fn = getattr(cb, event, None)
-            if fn is not None:
-                fn(*args)
 
-    net: nn.Module = dist_utils.wrap(model, ctx.device) if world > 1 else model
-    if t.compile:
-        # The state dict, checkpoints and evaluation keep using ``model``. Inside the compiled graph
-        # the fused CPU kernels give way to PyTorch's ops, which inductor fuses instead.
-        net = torch.compile(net)
-    autocast = autocast_for(recipe, ctx.device)
-    bar_factory = _progress_factory(progress and ctx.is_main)
+def notify(callbacks: list, event: str, *args: Any) -> None:
+    """Call ``event`` on every callback that defines it."""
+    for cb in callbacks:
+        fn = getattr(cb, event, None)
+        if fn is not None:
+            fn(*args)
 
-    notify("on_train_start", model, out)
-    for epoch in range(start_epoch, t.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            return {}
-        t0 = time.perf_counter()
-        net.train()
-        loss_sum = torch.zeros((), device=ctx.device)
-        correct = torch.zeros((), device=ctx.device, dtype=torch.long)
-        seen = 0
-        bar = bar_factory(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}")
-        for i, (x, y) in enumerate(train_feed.epoch(epoch)):
-            lr = lr_at(recipe, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                logits = net(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            reset_net(model)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().float().mean(0).argmax(-1) == y).sum()
-            seen += len(y)
-            if bar is not None:
-                bar.update(1)
-                if i % 10 == 0 or i == steps_per_epoch - 1:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+
+def training_net(run: TrainingRun) -> nn.Module:
+    """The module the optimizer steps through: the model, DDP-wrapped and compiled as the recipe asks.
+    The state dict, checkpoints and evaluation keep using ``run.model``: inside a compiled graph
+    the fused CPU kernels give way to PyTorch's ops, which inductor fuses instead."""
+    net: nn.Module = dist_utils.wrap(run.model, run.ctx.device) if run.ctx.world > 1 else run.model
+    return torch.compile(net) if run.recipe.train.compile else net
+
+
+def train_one_epoch(run: TrainingRun, net: nn.Module, epoch: int, autocast: contextlib.AbstractContextManager,
+                    bar_factory: Callable) -> dict[str, Any]:
+    """One pass over the training feed; returns the epoch's mean loss, accuracy and last learning rate."""
+    recipe, model, optimizer, device = run.recipe, run.model, run.optimizer, run.ctx.device
+    t, steps = recipe.train, run.steps_per_epoch
+    net.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, lr = 0, t.lr
+    bar = bar_factory(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}")
+    for i, (x, y) in enumerate(run.train_feed.epoch(epoch)):
+        lr = lr_at(recipe, epoch * steps + i, steps * t.epochs, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            logits = net(x)
+        loss = run.loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        reset_net(model)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().float().mean(0).argmax(-1) == y).sum()
+        seen += len(y)
         if bar is not None:
-            bar.close()
-        train_loss = float(loss_sum.item() / max(seen, 1))
-        problem = divergence_problem(epoch + 1, train_loss, model, ckpt_path)  # parameters *and* buffers
-        if problem is not None:
-            raise TrainingDiverged(problem)
-        # unwrapped model: DDP would sync buffers per forward
-        acc_steps = evaluate(model, val_feed or test_feed, autocast, world, flip=recipe.data.eval_flip)
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": float(correct.item() / max(seen, 1)),
-                        eval_key: acc_steps, "lr": lr, "seconds": seconds})
-        log(f"epoch {epoch + 1}/{t.epochs}: loss {train_loss:.4f}  train acc {history[-1]['train_accuracy']:.4f}  "
-            f"{eval_key.split('_')[0]} acc per step {' '.join(f'{a:.4f}' for a in acc_steps)}  ({seconds:.1f}s)")
-        if ctx.is_main:
-            state = {"recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "epoch": epoch + 1, "history": history, "train_seconds": train_seconds,
-                     "rng_cpu": torch.get_rng_state(), "fewstep_version": __version__}
-            if ctx.device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state(ctx.device)
-            save_checkpoint(state, ckpt_path)
-        notify("on_epoch_end", history[-1], model, out)
-        dist_utils.barrier()
+            bar.update(1)
+            if i % 10 == 0 or i == steps - 1:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+    if bar is not None:
+        bar.close()
+    return {"train_loss": float(loss_sum.item() / max(seen, 1)), "train_accuracy": float(correct.item() / max(seen, 1)),
+            "lr": lr}
 
-    if val_feed is not None:  # the test split, scored once, at the end
-        test_acc = evaluate(model, test_feed, autocast, world, flip=recipe.data.eval_flip)
+
+def finish_epoch(run: TrainingRun, record: dict[str, Any], history: list[dict], train_seconds: float, t0: float,
+                 autocast: contextlib.AbstractContextManager, log: Callable[[str], None]) -> float:
+    """Stop on divergence (the last good checkpoint kept), evaluate, append the epoch to
+    ``history``, log it and checkpoint the run (rank 0); returns the training seconds so far."""
+    epoch, model = len(history), run.model
+    problem = divergence_problem(epoch + 1, record["train_loss"], model, run.checkpoint_path)  # parameters *and* buffers
+    if problem is not None:
+        raise TrainingDiverged(problem)
+    # unwrapped model: DDP would sync buffers per forward
+    acc_steps = evaluate(model, run.val_feed or run.test_feed, autocast, run.ctx.world, flip=run.recipe.data.eval_flip)
+    seconds = time.perf_counter() - t0
+    train_seconds += seconds
+    history.append({"epoch": epoch + 1, "train_loss": record["train_loss"], "train_accuracy": record["train_accuracy"],
+                    run.eval_key: acc_steps, "lr": record["lr"], "seconds": seconds})
+    log(f"epoch {epoch + 1}/{run.recipe.train.epochs}: loss {record['train_loss']:.4f}  train acc "
+        f"{record['train_accuracy']:.4f}  {run.eval_key.split('_')[0]} acc per step "
+        f"{' '.join(f'{a:.4f}' for a in acc_steps)}  ({seconds:.1f}s)")
+    if run.ctx.is_main:
+        save_checkpoint(training_state(run, history, train_seconds), run.checkpoint_path)
+    return train_seconds
+
+
+def training_state(run: TrainingRun, history: list[dict], train_seconds: float) -> dict[str, Any]:
+    """The checkpoint after ``len(history)`` epochs (see :data:`TRAINING_STATE_KEYS`)."""
+    state = {"recipe": run.recipe.to_dict(), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "epoch": len(history), "history": history, "train_seconds": train_seconds,
+             "rng_cpu": torch.get_rng_state(), "fewstep_version": __version__}
+    if run.ctx.device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(run.ctx.device)
+    return state
+
+
+def finish_run(run: TrainingRun, history: list[dict], train_seconds: float,
+               autocast: contextlib.AbstractContextManager, log: Callable[[str], None]) -> dict[str, Any]:
+    """Score the test split (once, after the last epoch, when epochs were scored on validation),
+    build the report with its energy estimate and write it (rank 0)."""
+    recipe, model = run.recipe, run.model
+    if run.val_feed is not None:
+        test_acc = evaluate(model, run.test_feed, autocast, run.ctx.world, flip=recipe.data.eval_flip)
         log(f"test acc per step {' '.join(f'{a:.4f}' for a in test_acc)} (scored once, after the last epoch)")
     else:
         test_acc = history[-1]["test_accuracy_per_step"] if history else []
-    report = build_report(recipe, splits, model, history, train_seconds, ctx, test_acc)
-    report["energy"] = measure_energy(recipe, model, test_feed)
-    if ctx.is_main:
+    report = build_report(recipe, run.splits, model, history, train_seconds, run.ctx, test_acc)
+    report["energy"] = measure_energy(recipe, model, run.test_feed)
+    if run.ctx.is_main:
         from ..report import write_report
 
-        write_report(report, out)
-    notify("on_train_end", report, model, out)
-    dist_utils.teardown()
+        write_report(report, run.out)
     return report
 
 
