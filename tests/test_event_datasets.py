@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fewstep.data import event_datasets as datasets
+from fewstep.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture
 from fewstep.errors import DatasetNotFoundError
-from fewstep.events import datasets
-from fewstep.events.datasets import CIFAR10DVS, NMNIST, DVSGesture
 from fewstep.events.readers import write_aedat2, write_aedat31, write_nmnist_bin
 from fewstep.events.types import EVENT_DTYPE, make_events
 

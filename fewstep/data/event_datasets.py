@@ -43,12 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.base import resolve_data_root
 from ..errors import DataFormatError, DatasetNotFoundError
-from .readers.aedat2 import read_aedat2
-from .readers.aedat4 import read_aedat4
-from .readers.aedat31 import GESTURE_CLASSES, read_aedat31, read_gesture_labels
-from .readers.nmnist import read_nmnist_bin
+from ..events.readers.aedat2 import read_aedat2
+from ..events.readers.aedat4 import read_aedat4
+from ..events.readers.aedat31 import GESTURE_CLASSES, read_aedat31, read_gesture_labels
+from ..events.readers.nmnist import read_nmnist_bin
+from .base import resolve_data_root
+from .download import download_file
 
 Transform = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
 
@@ -151,8 +152,6 @@ def _extract_atomically(archive: Path, target: Path, is_payload: Callable[[Path]
 
 
 def _download(url: str, dest: Path, md5: str) -> Path:
-    from ..data.download import download_file
-
     return download_file([url], dest, md5=md5)
 
 
