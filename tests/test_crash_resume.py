@@ -615,8 +615,8 @@ def test_sigkill_during_extraction_never_leaves_a_dataset_that_reads_as_complete
     assert leftovers  # the killed process left its temporary folder (see the report: never cleaned up)
     ds = NMNIST(root, train=True)  # the next run extracts again, completely
     assert len(ds) == 1500 and sorted(set(ds.targets)) == list(range(10))
-    events, size, label = ds[len(ds) - 1]
-    assert len(events) == 400 and size == (34, 34) and label == 9
+    events, label = ds[len(ds) - 1]
+    assert len(events) == 400 and ds.sensor_size == (34, 34, 2) and label == 9
 
 
 @pytest.mark.parametrize("mode", ["w:gz", "w:xz", "w:bz2"])

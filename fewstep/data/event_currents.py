@@ -368,7 +368,7 @@ def recorded_source(ds, limit: int, base: Path, extra_key: Callable[[int], Any] 
             entry.append(extra_key(int(i)))
         files.append(entry)
     labels = np.array([ds.samples[i][1] for i in chosen], np.int64)
-    return EventSource(count=len(chosen), labels=labels, sensor_size=tuple(ds.sensor_size),
+    return EventSource(count=len(chosen), labels=labels, sensor_size=tuple(ds.sensor_size[:2]),
                        key={"files": files}, read=lambda j: ds[int(chosen[j])][0],
                        read_order=np.argsort(chosen, kind="stable"))
 
