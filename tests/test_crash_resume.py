@@ -520,8 +520,8 @@ def _listing(folder: Path) -> list[str]:
 
 
 def test_truncated_nmnist_zip_leaves_nothing_behind(tmp_path: Path) -> None:
+    from fewstep.data.event_datasets import NMNIST
     from fewstep.errors import DataFormatError
-    from fewstep.events.datasets import NMNIST
 
     root = tmp_path / "data"
     (root / "nmnist").mkdir(parents=True)
@@ -536,7 +536,7 @@ def test_truncated_nmnist_zip_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_corrupt_member_in_nmnist_zip_leaves_nothing_behind(tmp_path: Path) -> None:
-    from fewstep.events.datasets import NMNIST
+    from fewstep.data.event_datasets import NMNIST
 
     root = tmp_path / "data"
     (root / "nmnist").mkdir(parents=True)
@@ -549,8 +549,8 @@ def test_corrupt_member_in_nmnist_zip_leaves_nothing_behind(tmp_path: Path) -> N
 
 
 def test_corrupt_member_in_nmnist_zip_is_a_format_error(tmp_path: Path) -> None:
+    from fewstep.data.event_datasets import NMNIST
     from fewstep.errors import DataFormatError
-    from fewstep.events.datasets import NMNIST
 
     root = tmp_path / "data"
     (root / "nmnist").mkdir(parents=True)
@@ -592,12 +592,12 @@ def test_corrupt_member_in_cifar_tar_gz_is_a_format_error_and_leaves_nothing(tmp
 
 @pytest.mark.slow
 def test_sigkill_during_extraction_never_leaves_a_dataset_that_reads_as_complete(tmp_path: Path) -> None:
-    from fewstep.events.datasets import NMNIST
+    from fewstep.data.event_datasets import NMNIST
 
     root = tmp_path / "data"
     (root / "nmnist").mkdir(parents=True)
     _nmnist_zip(root / "nmnist" / "Train.zip", per_digit=150, events=400)  # 1,500 files to extract
-    code = f"from fewstep.events.datasets import NMNIST; NMNIST({str(root)!r}, train=True)"
+    code = f"from fewstep.data.event_datasets import NMNIST; NMNIST({str(root)!r}, train=True)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, cwd=ROOT)
     hit = False
     deadline = time.monotonic() + 120
@@ -615,8 +615,8 @@ def test_sigkill_during_extraction_never_leaves_a_dataset_that_reads_as_complete
     assert leftovers  # the killed process left its temporary folder (see the report: never cleaned up)
     ds = NMNIST(root, train=True)  # the next run extracts again, completely
     assert len(ds) == 1500 and sorted(set(ds.targets)) == list(range(10))
-    events, size, label = ds[len(ds) - 1]
-    assert len(events) == 400 and size == (34, 34) and label == 9
+    events, label = ds[len(ds) - 1]
+    assert len(events) == 400 and ds.sensor_size == (34, 34, 2) and label == 9
 
 
 @pytest.mark.parametrize("mode", ["w:gz", "w:xz", "w:bz2"])
@@ -627,8 +627,8 @@ def test_corrupt_compressed_tar_is_a_format_error_naming_it(tmp_path: Path, mode
 
     import numpy as np
 
+    from fewstep.data.event_datasets import _extract_atomically
     from fewstep.errors import DataFormatError
-    from fewstep.events.datasets import _extract_atomically
 
     buf = io.BytesIO()
     blob = np.random.default_rng(0).integers(0, 4, 200_000, dtype=np.uint8).tobytes()  # compressible

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fewstep.data import event_datasets as datasets
+from fewstep.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture
 from fewstep.errors import DatasetNotFoundError
-from fewstep.events import datasets
-from fewstep.events.datasets import CIFAR10DVS, NMNIST, DVSGesture
 from fewstep.events.readers import write_aedat2, write_aedat31, write_nmnist_bin
 from fewstep.events.types import EVENT_DTYPE, make_events
 
@@ -45,10 +45,10 @@ def test_nmnist_small_real_layout():
         assert all(label == int(path.parent.name) for path, label in ds.samples)
     assert set(train.targets) == set(range(10))
     assert Counter(test.targets)[8] == 2  # the README's uneven test classes
-    events, size, label = train[0]
-    assert events.dtype == EVENT_DTYPE and size == (34, 34) and label == 0
+    events, label = train[0]  # Tonic's (events, target)
+    assert events.dtype == EVENT_DTYPE and train.sensor_size == (34, 34, 2) and label == 0
     assert 1000 < len(events) < 10_000 and events["x"].max() < 34 and np.all(np.diff(events["t"]) >= 0)
-    events, size, label = test[-1]
+    events, label = test[-1]
     assert label == int(test.samples[-1][0].parent.name)
 
 
@@ -74,7 +74,7 @@ def test_nmnist_from_official_zip(tmp_path, top_folder):
     assert (root / "nmnist" / "Test" / "7" / "00002.bin").is_file()
     _no_leftovers(root / "nmnist")
     (root / "nmnist" / "Test.zip").unlink()  # now served from the extracted folder
-    events, size, label = NMNIST(root, train=False)[2]
+    events, label = NMNIST(root, train=False)[2]
     assert len(events) == 20 and label == 7
 
 
@@ -124,13 +124,13 @@ def test_dvsgesture_layout(tmp_path):
     train, test = DVSGesture(tmp_path, train=True), DVSGesture(tmp_path, train=False)
     assert len(train) == 5 and len(test) == 1
     assert train.targets == [0, 10, 4, 5, 1] and test.targets == [9]
-    events, size, label = train[3]  # user02 class 6: 10,000 <= t < 40,000
-    assert size == (128, 128) and label == 5
+    events, label = train[3]  # user02 class 6: 10,000 <= t < 40,000
+    assert train.sensor_size == (128, 128, 2) and label == 5
     assert len(events) > 0 and events["t"].min() >= 10_000 and events["t"].max() < 40_000
     whole = _events(1, 2000, 128)
     expected = whole[(whole["t"] >= 10_000) & (whole["t"] < 40_000)]
     assert events.tolist() == expected.tolist()
-    assert [len(e) for e, _, _ in train] == [
+    assert [len(e) for e, _ in train] == [
         int(((r["t"] >= s) & (r["t"] < e)).sum())
         for i, rows in enumerate(list(labels.values())[:2])
         for r in [_events(i, 2000, 128)]
@@ -179,8 +179,8 @@ def test_cifar10dvs_layout_and_split(tmp_path):
     # numeric (not lexicographic) order of n: 2 comes before 10
     idx = [int(p.stem.rsplit("_", 1)[1]) for p, label in full.samples if label == 0]
     assert idx == list(range(10))
-    events, size, label = test[3]
-    assert size == (128, 128) and label == 3 and len(events) == 30
+    events, label = test[3]
+    assert test.sensor_size == (128, 128, 2) and label == 3 and len(events) == 30
     assert events.tolist() == _events(300, 30, 128).tolist()
     sj = CIFAR10DVS(tmp_path, split="test", orientation="spikingjelly")[3][0]
     assert sj["x"].tolist() == (127 - events["y"]).tolist()  # transposed layout, same events

@@ -13,7 +13,7 @@ import torch
 
 from fewstep.config import load_recipe
 from fewstep.data import load_dataset
-from fewstep.data.events_catalog import EMULATION_BLOCK, digit_images, event_cache_dir
+from fewstep.data.event_currents import EMULATION_BLOCK, digit_images, event_cache_dir
 from fewstep.errors import ConfigError
 from fewstep.events.emulator import emulate_dataset
 from fewstep.events.readers import write_aedat2, write_aedat31, write_nmnist_bin
@@ -105,7 +105,7 @@ def test_cache_dir_default_falls_back_when_root_is_not_writable(tmp_path, monkey
     root.mkdir()
     assert event_cache_dir(root) == root / "fewstep-cache" / "events"
     assert event_cache_dir(root, str(tmp_path / "x")) == tmp_path / "x"
-    monkeypatch.setattr("fewstep.data.events_catalog._writable_dir", lambda p: False)
+    monkeypatch.setattr("fewstep.data.event_currents._writable_dir", lambda p: False)
     assert event_cache_dir(root) == Path.home() / ".cache" / "fewstep" / "events"
 
 
@@ -181,7 +181,7 @@ def test_nmnist_real_subset(tmp_path):
     if not root or not (Path(root) / "nmnist-small" / "Train").is_dir():
         pytest.skip("needs the real N-MNIST subset: set FEWSTEP_DATA to a folder holding nmnist-small/ "
                     "(e.g. FEWSTEP_DATA=../shared/data)")
-    from fewstep.events.datasets import NMNIST
+    from fewstep.data.event_datasets import NMNIST
 
     splits = load_dataset("nmnist", root, download=False, timesteps=2, cache_dir=str(tmp_path))
     assert splits.train.inputs.shape == (900, 2, 2, 34, 34) and splits.test.inputs.shape == (100, 2, 2, 34, 34)

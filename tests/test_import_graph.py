@@ -57,10 +57,6 @@ KNOWN_EDGES: list[tuple[str, str, str]] = [
     # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
     # torch) builds its neuron module on demand, from the neurons package that re-exports it
     ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),
-    # #18 item 1: event datasets have two homes (fewstep.data.events_catalog builds and caches
-    # them, fewstep.events.datasets reads the archives and finds the data root)
-    ("fewstep.events.datasets", "fewstep.data.base", "#18 item 1: resolve_data_root"),
-    ("fewstep.events.datasets", "fewstep.data.download", "#18 item 1: download_file"),
     # the convert subcommand's parser borrows the main CLI's --device option, while the main CLI
     # adds the subcommand (fewstep/cli.py is reworked elsewhere)
     ("fewstep.convert.cli", "fewstep.cli", "device_option"),

@@ -478,8 +478,12 @@ class STC:
     """Tonic-style transform: ``STC(sensor_size, timesteps)(events) -> float32 [T, 2, H', W']``.
 
     A frozen dataclass whose ``__call__`` is :func:`stc`, so it composes with
-    ``tonic.transforms.Compose`` and accepts Tonic's structured arrays. ``sensor_size`` may be
-    Tonic's ``(W, H, 2)``."""
+    ``tonic.transforms.Compose``, serves as a dataset's ``transform`` (Tonic's datasets and
+    fewstep's :mod:`fewstep.data.event_datasets` call ``transform(events)``) and accepts Tonic's
+    structured arrays. The sensor size is bound when it is made: ``(W, H)`` or Tonic's
+    ``(W, H, 2)``, e.g. ``STC(ds.sensor_size, 4)``. Callers that pass the sensor size along with
+    the events, ``transform(events, sensor_size)`` (the convention of fewstep's event datasets
+    before they followed Tonic), still work: that size must name the same ``W x H``."""
 
     sensor_size: tuple[int, ...]
     timesteps: int
@@ -496,7 +500,13 @@ class STC:
                       self.spatial_factor)
         _use_compiled(self.backend)
 
-    def __call__(self, events: np.ndarray) -> np.ndarray:
+    def __call__(self, events: np.ndarray, sensor_size: Sequence[int] | None = None) -> np.ndarray:
+        """STC of one stream. ``sensor_size``, if given (the older two-argument convention), must
+        agree with the bound one (``(W, H)`` or ``(W, H, 2)``); a different size is a
+        :class:`~fewstep.errors.ConfigError` rather than frames of the wrong shape."""
+        if sensor_size is not None and _sensor_wh(sensor_size) != _sensor_wh(self.sensor_size):
+            raise ConfigError("sensor_size", f"the events come with sensor size {tuple(sensor_size)}, but this STC "
+                              f"transform was made for {tuple(self.sensor_size)}")
         return stc(events, self.sensor_size, self.timesteps, by=self.by, integration=self.integration,
                    kappa=self.kappa, fine_bins_per_step=self.fine_bins_per_step,
                    spatial_factor=self.spatial_factor, backend=self.backend)

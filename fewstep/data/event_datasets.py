@@ -1,9 +1,23 @@
 """Event-camera datasets read from their official archive layouts.
 
-Each dataset is a sequence of ``(events, sensor_size, label)``: an
-:data:`~fewstep.events.types.EVENT_DTYPE` array, ``(width, height)`` and an ``int`` class.
+The datasets follow Tonic's dataset protocol (``tonic.datasets.NMNIST`` and the others), so
+Tonic's transforms, ``tonic.DiskCachedDataset`` and a PyTorch ``DataLoader`` take them as they
+take Tonic's own:
+
+* ``ds[i]`` is ``(events, target)``: an :data:`~fewstep.events.types.EVENT_DTYPE` structured
+  array (fields ``x``, ``y``, ``t`` in microseconds, ``p``; sorted by ``t``) and an ``int``
+  class;
+* ``sensor_size`` is Tonic's ``(width, height, polarities)``: ``(34, 34, 2)`` for N-MNIST,
+  ``(128, 128, 2)`` for DVS128 Gesture and CIFAR10-DVS;
+* ``transform(events) -> data``, ``target_transform(target) -> target`` and
+  ``transforms(data, target) -> (data, target)`` are applied in that order when given (e.g.
+  ``tonic.transforms.Compose([...])`` or :class:`fewstep.events.stc.STC`, which binds the sensor
+  size when it is made: ``STC(ds.sensor_size, timesteps=4)``).
+
 Files are read lazily, one sample per ``__getitem__``; only the file list (and, for DVS128
-Gesture, the small label CSVs) is read at construction.
+Gesture, the small label CSVs) is read at construction. :func:`collate_events` batches raw
+event streams for a ``DataLoader`` in the packed form :func:`fewstep.events.stc.stc_batch`
+takes.
 
 Where the files go (``root`` defaults to ``$FEWSTEP_DATA``, see
 :func:`fewstep.data.base.resolve_data_root`):
@@ -40,17 +54,24 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from ..data.base import resolve_data_root
 from ..errors import DataFormatError, DatasetNotFoundError
-from .readers.aedat2 import read_aedat2
-from .readers.aedat4 import read_aedat4
-from .readers.aedat31 import GESTURE_CLASSES, read_aedat31, read_gesture_labels
-from .readers.nmnist import read_nmnist_bin
+from ..events.readers.aedat2 import read_aedat2
+from ..events.readers.aedat4 import read_aedat4
+from ..events.readers.aedat31 import GESTURE_CLASSES, read_aedat31, read_gesture_labels
+from ..events.readers.nmnist import read_nmnist_bin
+from ..events.stc import PackedEvents, pack_events
+from ..events.types import EVENT_DTYPE
+from .base import resolve_data_root
+from .download import download_file
 
-Transform = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
+Transform = Callable[[np.ndarray], Any]
+TargetTransform = Callable[[int], Any]
+JointTransform = Callable[[Any, Any], tuple[Any, Any]]
 
 # Official sources. N-MNIST: Orchard et al.'s Mendeley Data record 468j46mzdv (the archives
 # linked from https://www.garrickorchard.com/datasets/n-mnist; md5 as listed by Tonic and
@@ -151,8 +172,6 @@ def _extract_atomically(archive: Path, target: Path, is_payload: Callable[[Path]
 
 
 def _download(url: str, dest: Path, md5: str) -> Path:
-    from ..data.download import download_file
-
     return download_file([url], dest, md5=md5)
 
 
@@ -160,17 +179,30 @@ def _download(url: str, dest: Path, md5: str) -> Path:
 
 
 class EventDataset(Sequence):
-    """A list of samples ``(path, label)`` read on demand.
+    """A list of samples ``(path, label)`` read on demand, in Tonic's dataset protocol.
 
-    ``transform(events, sensor_size) -> events`` is applied to each sample when given.
+    ``ds[i]`` is ``(events, target)``; ``transform(events)``, ``target_transform(target)`` and
+    ``transforms(events, target)`` are applied in that order when given, as Tonic's datasets
+    do (see the module docstring). ``sensor_size`` is ``(width, height, 2)``.
     """
 
     classes: tuple[str, ...] = ()
-    sensor_size: tuple[int, int] = (0, 0)
+    sensor_size: tuple[int, int, int] = (0, 0, 2)
+    #: the events' dtype and field order, the class attributes Tonic's datasets carry
+    dtype: np.dtype = EVENT_DTYPE
+    ordering: tuple[str, ...] = EVENT_DTYPE.names  # ("x", "y", "t", "p")
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Transform | None = None,
+        target_transform: TargetTransform | None = None,
+        transforms: JointTransform | None = None,
+    ) -> None:
         self.samples = samples
         self.transform = transform
+        self.target_transform = target_transform
+        self.transforms = transforms
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -180,21 +212,44 @@ class EventDataset(Sequence):
         """The label of every sample, in order (without reading any event file)."""
         return [label for _, label in self.samples]
 
-    def _read(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def _read(self, index: int) -> np.ndarray:
+        """The events of sample ``index`` (``0 <= index < len(self)``), untransformed."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, tuple[int, int], int]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[Any, Any]:  # type: ignore[override]
+        """``(events, target)``, both through the transforms given (plain: an
+        :data:`~fewstep.events.types.EVENT_DTYPE` array and an ``int``)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
         index %= len(self)
-        events, size = self._read(index)
+        events: Any = self._read(index)
+        target: Any = self.samples[index][1]
         if self.transform is not None:
-            events = self.transform(events, size)
-        return events, size, self.samples[index][1]
+            events = self.transform(events)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        if self.transforms is not None:
+            events, target = self.transforms(events, target)
+        return events, target
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, tuple[int, int], int]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
         for i in range(len(self)):
             yield self[i]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} samples, sensor_size={self.sensor_size})"
+
+
+def collate_events(batch: Sequence[tuple[np.ndarray, Any]]) -> tuple[PackedEvents, torch.Tensor]:
+    """``collate_fn`` for a ``DataLoader`` over raw event samples ``(events, target)``: the
+    streams packed as ``(events, offsets)`` (:func:`fewstep.events.stc.pack_events`; stream ``b``
+    is ``events[offsets[b]:offsets[b + 1]]``), which :func:`~fewstep.events.stc.stc_batch` turns
+    into time-major currents ``[T, B, 2, H', W']`` in one call, and the targets as a tensor.
+    Streams of any lengths batch together; a module-level function, so worker processes started
+    by ``spawn`` can unpickle it."""
+    streams = [events for events, _ in batch]
+    targets = torch.as_tensor(np.asarray([target for _, target in batch]))
+    return pack_events(streams), targets
 
 
 # --------------------------------------------------------------------------- N-MNIST
@@ -212,11 +267,14 @@ class NMNIST(EventDataset):
         root: data root (default ``$FEWSTEP_DATA``).
         train: the ``Train`` split, else ``Test``.
         download: fetch the official ``Train.zip`` / ``Test.zip`` (md5-checked) when absent.
-        transform: optional ``f(events, sensor_size) -> events``.
+        transform: optional ``f(events) -> data`` (Tonic's convention, e.g.
+            ``tonic.transforms.Compose([...])`` or ``STC(NMNIST.sensor_size, timesteps)``).
+        target_transform: optional ``f(target) -> target``.
+        transforms: optional ``f(data, target) -> (data, target)``, applied last.
     """
 
     classes = tuple(str(d) for d in range(10))
-    sensor_size = (34, 34)
+    sensor_size = (34, 34, 2)
     FOLDERS = ("nmnist", "nmnist-small", "NMNIST", "N-MNIST")
 
     def __init__(
@@ -225,6 +283,8 @@ class NMNIST(EventDataset):
         train: bool = True,
         download: bool = False,
         transform: Transform | None = None,
+        target_transform: TargetTransform | None = None,
+        transforms: JointTransform | None = None,
     ) -> None:
         base = resolve_data_root(root)
         split = "Train" if train else "Test"
@@ -237,7 +297,7 @@ class NMNIST(EventDataset):
         ]
         if not samples:
             raise DatasetNotFoundError(f"N-MNIST {split} folder {folder} has no <digit>/*.bin files")
-        super().__init__(samples, transform)
+        super().__init__(samples, transform, target_transform, transforms)
         self.root = folder
 
     @classmethod
@@ -261,8 +321,8 @@ class NMNIST(EventDataset):
             f"Source: {NMNIST_PAGE} ({NMNIST_RESOURCES[split][0]}, md5 {NMNIST_RESOURCES[split][1]})"
         )
 
-    def _read(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
-        return read_nmnist_bin(self.samples[index][0], self.sensor_size)
+    def _read(self, index: int) -> np.ndarray:
+        return read_nmnist_bin(self.samples[index][0], self.sensor_size[:2])[0]
 
 
 # --------------------------------------------------------------------------- DVS128 Gesture
@@ -280,10 +340,16 @@ class DVSGesture(EventDataset):
     ``startTime_usec <= t < endTime_usec`` (timestamps as recorded), label 0..10
     (:data:`~fewstep.events.readers.aedat31.GESTURE_CLASSES`). The last recording read is
     cached, as consecutive samples come from the same file.
+
+    Args:
+        root: data root (default ``$FEWSTEP_DATA``).
+        train: the recordings of ``trials_to_train.txt``, else ``trials_to_test.txt``.
+        download: refused with a hint (the official archive sits behind a browser-only page).
+        transform, target_transform, transforms: as for :class:`NMNIST` (Tonic's convention).
     """
 
     classes = GESTURE_CLASSES
-    sensor_size = (128, 128)
+    sensor_size = (128, 128, 2)
     FOLDERS = ("DvsGesture", "dvsgesture/DvsGesture", "DVSGesture/DvsGesture", "dvs-gesture/DvsGesture")
 
     def __init__(
@@ -292,6 +358,8 @@ class DVSGesture(EventDataset):
         train: bool = True,
         download: bool = False,
         transform: Transform | None = None,
+        target_transform: TargetTransform | None = None,
+        transforms: JointTransform | None = None,
     ) -> None:
         base = resolve_data_root(root)
         folder = self._locate(base, download)
@@ -311,7 +379,7 @@ class DVSGesture(EventDataset):
             for row in read_gesture_labels(labels_csv):
                 samples.append((aedat, int(row["label"])))
                 self.segments.append((int(row["start"]), int(row["end"])))
-        super().__init__(samples, transform)
+        super().__init__(samples, transform, target_transform, transforms)
         self.root = folder
         self._cache: tuple[Path, np.ndarray] | None = None
 
@@ -332,16 +400,16 @@ class DVSGesture(EventDataset):
             f"{base / 'DvsGesture'} holds trials_to_train.txt, trials_to_test.txt and the userXX_*.aedat files"
         )
 
-    def _read(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def _read(self, index: int) -> np.ndarray:
         path = self.samples[index][0]
         if self._cache is None or self._cache[0] != path:
-            events, _ = read_aedat31(path, self.sensor_size)
+            events, _ = read_aedat31(path, self.sensor_size[:2])
             order = np.argsort(events["t"], kind="stable")
             self._cache = (path, events[order])
         events = self._cache[1]
         start, end = self.segments[index]
         lo, hi = np.searchsorted(events["t"], [start, end], side="left")
-        return events[lo:hi].copy(), self.sensor_size
+        return events[lo:hi].copy()
 
 
 # --------------------------------------------------------------------------- CIFAR10-DVS
@@ -373,11 +441,11 @@ class CIFAR10DVS(EventDataset):
         orientation: pixel layout for the AEDAT 2.0 files, ``"jaer"`` or ``"spikingjelly"``
             (see :mod:`fewstep.events.readers.aedat2`).
         download: fetch the official per-class zips (md5-checked) when absent.
-        transform: optional ``f(events, sensor_size) -> events``.
+        transform, target_transform, transforms: as for :class:`NMNIST` (Tonic's convention).
     """
 
     classes = CIFAR10DVS_CLASSES
-    sensor_size = (128, 128)
+    sensor_size = (128, 128, 2)
     FOLDERS = ("CIFAR10DVS", "cifar10-dvs", "CIFAR10-DVS", "cifar10dvs")
 
     def __init__(
@@ -388,6 +456,8 @@ class CIFAR10DVS(EventDataset):
         orientation: str = "jaer",
         download: bool = False,
         transform: Transform | None = None,
+        target_transform: TargetTransform | None = None,
+        transforms: JointTransform | None = None,
     ) -> None:
         if split not in ("all", "train", "test"):
             raise ValueError(f"split must be 'all', 'train' or 'test', not {split!r}")
@@ -405,7 +475,7 @@ class CIFAR10DVS(EventDataset):
             n_test = int(round(len(files) * test_fraction))
             chosen = files if split == "all" else files[:n_test] if split == "test" else files[n_test:]
             samples += [(p, label) for p in chosen]
-        super().__init__(samples, transform)
+        super().__init__(samples, transform, target_transform, transforms)
         self.root, self.split, self.orientation = folder, split, orientation
 
     @classmethod
@@ -444,15 +514,15 @@ class CIFAR10DVS(EventDataset):
             f"{base / cls.FOLDERS[0]}; pass download=True to fetch them. Source: {CIFAR10DVS_PAGE}"
         )
 
-    def _read(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    def _read(self, index: int) -> np.ndarray:
         path = self.samples[index][0]
         if path.suffix == ".aedat4":
-            return read_aedat4(path)
-        return read_aedat2(path, orientation=self.orientation)  # type: ignore[arg-type]
+            return read_aedat4(path)[0]
+        return read_aedat2(path, orientation=self.orientation)[0]  # type: ignore[arg-type]
 
 
 def _has_class_files(p: Path, cls: str) -> bool:
     return any(p.glob(f"cifar10_{cls}_*.aedat")) or any(p.glob(f"cifar10_{cls}_*.aedat4"))
 
 
-__all__ = ["CIFAR10DVS", "DVSGesture", "EventDataset", "NMNIST"]
+__all__ = ["CIFAR10DVS", "DVSGesture", "EventDataset", "NMNIST", "collate_events"]
