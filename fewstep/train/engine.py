@@ -217,8 +217,9 @@ def check_output_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> N
         return
     names = ", ".join(p.name for p in found)
     if (out / REPORT_NAME).exists():
-        raise RunExistsError(f"{out} already holds a finished run ({names}); pass --resume to continue it (e.g. with "
-                             "more train.epochs), --overwrite to replace it, or choose another --out")
+        raise RunExistsError(f"{out} already holds a finished run ({names}); pass --overwrite to replace it or "
+                             "choose another --out (--resume only re-scores it: resuming needs the same recipe and "
+                             "--set options, more train.epochs included)")
     raise RunExistsError(f"{out} holds an unfinished run ({names}); pass --resume to continue it, --overwrite to "
                          "start over, or choose another --out")
 
