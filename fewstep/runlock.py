@@ -87,8 +87,9 @@ def _holder(text: str) -> int | None:
 
 
 class RunLock:
-    """The lock on ``folder`` (created if missing, and removed again on release if this lock
-    created it and it is still empty). ``use_flock=False`` forces the ``O_EXCL`` lock file."""
+    """The lock on ``folder`` (created if missing, with its parents; on release those this lock
+    created are removed again while empty, so a run refused before it wrote anything leaves no
+    trace). ``use_flock=False`` forces the ``O_EXCL`` lock file."""
 
     def __init__(self, folder: str | Path, *, use_flock: bool | None = None) -> None:
         self.folder = Path(folder)
@@ -96,7 +97,7 @@ class RunLock:
         self.use_flock = fcntl is not None if use_flock is None else use_flock and fcntl is not None
         self._fd: int | None = None
         self._content = ""
-        self._created_folder = False
+        self._created: list[Path] = []  # folders this lock made, leaf first
 
     # ---------------------------------------------------------------- acquire / release
     def acquire(self) -> None:
@@ -122,10 +123,12 @@ class RunLock:
                 if self.path.read_text() == self._content:
                     self.path.unlink()
             self._content = ""
-        if self._created_folder:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()  # only if nothing else was written there
-            self._created_folder = False
+        for folder in self._created:  # leaf first; stops at the first that holds something
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -136,9 +139,10 @@ class RunLock:
 
     # ---------------------------------------------------------------- the two mechanisms
     def _make_folder(self) -> None:
+        missing = [d for d in (self.folder, *self.folder.parents) if not d.exists()]
         try:
             self.folder.mkdir(parents=True)
-            self._created_folder = True
+            self._created += [d for d in missing if d not in self._created]  # leaf first
         except FileExistsError:
             if not self.folder.is_dir():
                 raise FewstepError(f"{self.folder}: is a file, not a folder (--out names the folder a run "

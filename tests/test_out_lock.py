@@ -152,17 +152,22 @@ def test_the_exclusive_file_fallback_refuses_a_live_holder_and_takes_over_a_dead
 
 @pytest.mark.parametrize("use_flock", [None, False])
 def test_release_leaves_the_folder_as_it_was(tmp_path: Path, use_flock):
-    """The lock file goes; a folder the lock created goes too while empty (a run refused before it
-    wrote anything leaves nothing), a folder that was there stays."""
-    new, old = tmp_path / "a" / "new", tmp_path / "old"
+    """The lock file goes; folders the lock created (the folder and missing parents) go too while
+    empty (a run refused before it wrote anything leaves nothing), a folder that was there stays."""
+    new, old = tmp_path / "a" / "b" / "new", tmp_path / "old"
     old.mkdir()
     for folder in (new, old):
         with run_lock(folder, use_flock=use_flock):
             assert (folder / LOCK_NAME).is_file()
-    assert not new.exists() and (tmp_path / "a").is_dir() and sorted(old.iterdir()) == []
+    assert not (tmp_path / "a").exists() and sorted(old.iterdir()) == []
     with run_lock(new, use_flock=use_flock):
         (new / "last.pt").write_bytes(b"x")
     assert sorted(p.name for p in new.iterdir()) == ["last.pt"]
+    (tmp_path / "a" / "other").mkdir()
+    new2 = tmp_path / "a" / "b2" / "run"
+    with run_lock(new2, use_flock=use_flock):
+        pass
+    assert not (tmp_path / "a" / "b2").exists() and (tmp_path / "a" / "other").is_dir()
 
 
 def test_an_out_that_is_a_file_is_one_clear_error(tmp_path: Path):
@@ -174,3 +179,16 @@ def test_an_out_that_is_a_file_is_one_clear_error(tmp_path: Path):
     assert r.returncode == 1 and r.stderr.splitlines() == [
         f"fewstep: error: {out}: is a file, not a folder (--out names the folder a run writes into)"], r.stderr
     assert out.read_text() == "not a folder"
+
+
+@needs_fcntl
+def test_convert_into_a_folder_in_use_stops_at_once(tmp_path: Path, procs):
+    """``fewstep convert`` holds the same lock on its output folder (default ``convert-t<T>/``)."""
+    ckpt = tmp_path / "run" / "last.pt"
+    out = tmp_path / "run" / "convert-t2"
+    holder = _holder(procs, out, "flock")
+    r = subprocess.run([sys.executable, "-m", "fewstep.cli", "convert", str(ckpt), "--device", "cpu"],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"fewstep: error: {out} is in use by another fewstep run (PID {holder.pid}, lock file {out / LOCK_NAME}); "
+        "wait for it to finish, or choose another --out"], r.stderr
