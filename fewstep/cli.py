@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
@@ -105,23 +106,64 @@ def _say_interrupted(message: str) -> None:
     print(f"{lead}fewstep: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
-    from .config import load_recipe
-    from .report import summary_table
-    from .train.engine import threads_from_env, train
+def disk_full_message(args: argparse.Namespace, out: Path, exc: BaseException, cause: OSError) -> str:
+    """What ``fewstep train`` says when a write found no room (ENOSPC, EDQUOT, EFBIG): the file it
+    was writing, that the previous checkpoint (and its epoch) is intact, and the command that
+    resumes once space is freed; or that no epoch of this run was saved."""
+    from .atomic import DiskFullError
+    from .errors import CheckpointError
+    from .train.checkpoint import latest_good
+    from .train.engine import CHECKPOINT_NAME
 
-    threads_from_env()
+    path = exc.path if isinstance(exc, DiskFullError) else Path(cause.filename) if cause.filename else out
+    what = cause.strerror or os.strerror(cause.errno or 0)
+    head = f"no space left on the disk while writing {path} ({what})"
+    try:
+        found = latest_good(out / CHECKPOINT_NAME)  # its temporary file is gone; the old one was never touched
+    except (CheckpointError, OSError):
+        found = None
+    if found is None:
+        return f"{head}; no epoch of this run was saved in {out}: free some space, then run the same command again"
+    state, used = found
+    return (f"{head}; the previous checkpoint {used} (epoch {state.get('epoch', '?')}) is intact: free some space, "
+            f"then continue with: {resume_command(args, out)}")
+
+
+def cmd_train(args: argparse.Namespace, recipe_name: str) -> int:
+    """``fewstep train`` / ``quickstart``. Holds the lock on ``--out`` for the whole run (rank 0;
+    see :mod:`fewstep.runlock`): a second run into the same folder stops at once, naming the PID
+    that holds it. A write that finds the disk full ends the run with one line (see
+    :func:`disk_full_message`) instead of a traceback; the last checkpoint stays loadable."""
+    from .atomic import no_space_cause
+    from .config import load_recipe
+    from .runlock import run_lock
+
     recipe = load_recipe(recipe_name, args.overrides)
     out = args.out or Path("runs") / recipe.name
     started = time.time()
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun every rank runs this; rank 0 writes
     try:
-        report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+        # the lock before torch is imported: a second run into the folder stops within a second
+        with run_lock(out) if main_rank else contextlib.nullcontext():
+            from .train.engine import threads_from_env, train
+
+            threads_from_env()
+            report = train(recipe, out, device=args.device, data_root=args.data_root, resume=args.resume,
+                           overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":
+        if main_rank:
             _say_interrupted(interrupted_message(args, out, started))
         return 130
-    if report and os.environ.get("RANK", "0") == "0":
+    except Exception as exc:
+        cause = no_space_cause(exc)
+        if cause is None:
+            raise
+        if main_rank:
+            print(f"fewstep: error: {disk_full_message(args, out, exc, cause)}", file=sys.stderr, flush=True)
+        return 1
+    if report and main_rank:
+        from .report import summary_table
+
         print(f"\n{recipe.name} finished; report and plots in {out}/")
         print(summary_table(report))
     return 0

@@ -66,14 +66,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``fewstep convert`` with parsed ``args``; returns the exit status."""
+    """Run ``fewstep convert`` with parsed ``args``; returns the exit status.
+
+    Holds the lock on the output folder (:mod:`fewstep.runlock`) while it writes there: a second
+    conversion into the same folder stops at once instead of mixing its checkpoints with this one's."""
+    from ..runlock import run_lock
     from ..train.engine import threads_from_env
-    from .converter import convert_checkpoint
+    from .converter import convert_checkpoint, default_out_dir
 
     threads_from_env()
     methods = list(METHODS) if args.method == "all" else [args.method]
-    convert_checkpoint(args.checkpoint, timesteps=args.timesteps, methods=methods, eval_timesteps=args.eval_timesteps,
-                       out_dir=args.out, device=args.device, data_root=args.data_root,
-                       calib_batches=args.calib_batches, calib_batch_size=args.calib_batch_size, bins=args.bins,
-                       energy_samples=args.energy_samples, initial_membrane=args.initial_membrane)
+    out = args.out or default_out_dir(args.checkpoint, args.timesteps)
+    with run_lock(out):
+        convert_checkpoint(args.checkpoint, timesteps=args.timesteps, methods=methods,
+                           eval_timesteps=args.eval_timesteps, out_dir=out, device=args.device,
+                           data_root=args.data_root, calib_batches=args.calib_batches,
+                           calib_batch_size=args.calib_batch_size, bins=args.bins, energy_samples=args.energy_samples,
+                           initial_membrane=args.initial_membrane)
     return 0

@@ -121,6 +121,11 @@ def energy_summary(model: nn.Module, x: torch.Tensor, preset: str) -> dict[str, 
     return out
 
 
+def default_out_dir(checkpoint: str | Path, timesteps: int) -> Path:
+    """Where ``fewstep convert`` writes without ``--out``: ``convert-t<T>/`` beside the checkpoint."""
+    return Path(checkpoint).parent / f"convert-t{timesteps}"
+
+
 def convert_checkpoint(checkpoint: str | Path, timesteps: int = 2, methods: Sequence[str] = METHODS,
                        eval_timesteps: Sequence[int] = (1, 2, 4), out_dir: str | Path | None = None,
                        device: str | None = "auto", data_root: str | Path | None = None, calib_batches: int = 20,
@@ -147,7 +152,7 @@ def convert_checkpoint(checkpoint: str | Path, timesteps: int = 2, methods: Sequ
     if not 0.0 <= initial_membrane < 1.0:
         raise ValueError(f"initial_membrane must be in [0, 1), got {initial_membrane}")
     checkpoint = Path(checkpoint)
-    out = Path(out_dir) if out_dir else checkpoint.parent / f"convert-t{timesteps}"
+    out = Path(out_dir) if out_dir else default_out_dir(checkpoint, timesteps)
     recipe, dnn, splits, dev = load_dnn(checkpoint, device, data_root)
     out.mkdir(parents=True, exist_ok=True)
     test_feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, dev, train=False)

@@ -2,7 +2,8 @@
 
 ``save_checkpoint`` writes to a temporary file in the same directory, fsyncs it, keeps the
 previous good checkpoint as ``<name>.prev`` and renames the new one into place, so a crash at
-any moment leaves a complete checkpoint on disk. ``load_checkpoint`` uses
+any moment leaves a complete checkpoint on disk; so does a full disk, which is raised as
+:class:`~fewstep.atomic.DiskFullError` naming the checkpoint. ``load_checkpoint`` uses
 ``torch.load(weights_only=True)``: a file carrying pickled Python objects is refused.
 """
 
@@ -17,21 +18,9 @@ from typing import Any
 
 import torch
 
-from ..atomic import fsync_dir
+from ..atomic import fsync_dir, raise_if_no_space
 from ..errors import CheckpointError
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a permission error means it does)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, OverflowError, ValueError):
-        return True  # exists but is not ours, or cannot tell: leave its file alone
-    return True
+from ..runlock import pid_alive
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
@@ -53,7 +42,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
         if not (pid_text.isascii() and pid_text.isdigit() and len(pid_text) <= 10):
             continue  # not a name save_checkpoint writes
         pid = int(pid_text)
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         try:
             if p.is_file() and not p.is_symlink():
@@ -69,19 +58,26 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     Temporary files of earlier saves that were killed mid-write (``.<name>.tmp-<pid>``) are removed
     once the new checkpoint is in place.
+
+    A full disk (or quota, or file-size limit) raises :class:`~fewstep.atomic.DiskFullError`
+    naming ``path``; the temporary file is removed and ``path`` (and ``.prev``) are untouched, so
+    the previous checkpoint can still be resumed from once there is room again.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # delayed allocation: a full disk may show only now
         if path.exists():
             os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except Exception as exc:  # torch.save reports a failed write as a RuntimeError; find the OSError
+        raise_if_no_space(exc, path)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
