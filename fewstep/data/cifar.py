@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
+from ..errors import DataFormatError, DatasetNotFoundError, DownloadError, reading
 from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 
@@ -325,7 +325,8 @@ def safe_unpickle(path: str | Path) -> dict[str, Any]:
     first (:func:`check_pickle_structure`) and nothing may allocate more than the file's size.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     check_pickle_structure(path, data)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), path, budget=len(data), encoding="bytes").load()
