@@ -1,12 +1,24 @@
 #!/usr/bin/env python
-"""Property-based fuzzing of every fewstep file reader, and of STC on adversarial event arrays.
+"""Property-based fuzzing of every fewstep file reader and loader, and of STC on adversarial event arrays.
 
-Run it as a benchmark (10,000 cases per target)::
+Targets: the IDX, CIFAR-pickle, N-MNIST, AEDAT 2.0 / 3.1 / 4, Prophesee DAT and gesture-CSV
+readers, ``read_events``, images as the image-folder datasets decode them, recipe TOML files as
+``load_recipe`` (``fewstep train --config FILE``) reads them, and checkpoints as ``fewstep eval`` /
+``fewstep convert`` load them. Run it as a benchmark (each target in child processes with a CPU
+and wall-clock limit per case and an address-space limit)::
 
     python benchmarks/fuzz_readers.py --cases 10000
     python benchmarks/fuzz_readers.py --cases 2000 --targets cifar-pickle,aedat4 --save-crashes crashes/
 
 and ``tests/test_fuzz_readers.py`` runs the same harness with a few hundred cases per target.
+
+Before the random cases, every file target runs its fixed cases: the path-level ones (a missing
+file, an empty one, a directory, a symlink loop, a link to itself, a dangling link, a file
+whose name or folder is not UTF-8 (valid and truncated contents), a file without read
+permission (root reads it anyway: then it counts as accepted), a path through a file), and
+each seed file truncated at every region boundary and one byte either side (header fields and
+the header's end, every record, packet, opcode, line, zip record, PNG chunk or JPEG marker;
+``--boundary-limit`` spread over each seed).
 
 How the cases are made (with `hypothesis`, generate phase only, a fixed seed: a run is
 reproducible): every file target starts from *valid* files in the real format, written by
@@ -25,10 +37,14 @@ callables with hostile arguments, and references to forbidden globals (``os.syst
 
 What counts as a crash:
 
-* readers: any exception but :class:`fewstep.errors.DataFormatError` (an ``ImportError`` that
-  asks to ``pip install`` an optional decompressor is tallied apart, not as a crash), a case
-  running longer than ``--timeout`` seconds of CPU, a result that breaks the reader's contract
-  (events outside the returned sensor, polarity not 0/1, a sensor size that is negative or over
+* readers: any exception but the documented one (:class:`fewstep.errors.DataFormatError`;
+  ``ConfigError`` for recipes; ``CheckpointError`` or ``ConfigError`` for checkpoints), or that
+  one when its message does not name the file or spans lines (an ``ImportError`` that asks to
+  ``pip install`` an optional decompressor is tallied apart, not as a crash), a ``MemoryError``
+  (also one a reader wrapped in its own error: a memory blow-up under the ``--memory-gb`` limit),
+  a case running longer than ``--timeout`` seconds of CPU (or five times that in wall time), a
+  result that breaks the reader's contract (events outside the returned sensor, timestamps
+  negative or not sorted, polarity not 0/1, a sensor size that is negative or over
   32768, an IDX array whose shape disagrees with its size, CIFAR images that are not
   uint8 [N, 3, 32, 32] or labels out of range), an output more than 64 times larger than an
   uncompressed input file (a memory amplification), and for CIFAR any unpickled object that
@@ -39,8 +55,10 @@ What counts as a crash:
   the shape, float32, finite and non-negative values, and the exact number of events per step
   recomputed here with Python integers (no overflow) from the rule in the module docstring.
 
-Prints one table row per target: cases tried, rejected as malformed (the allowed error),
-accepted, crashes (distinct signatures, and failing cases), then one line per crash signature.
+Prints one table row per target: cases tried (random, boundary cuts, path cases), rejected
+cleanly (the documented error naming the file), accepted, crashes (distinct signatures, and
+failing cases), then one line per crash signature, then the same per reader as a Markdown table
+(also written to ``--markdown FILE``).
 """
 
 from __future__ import annotations
@@ -423,7 +441,7 @@ def _global_op(module: str, name: str, stack_form: bool) -> bytes:
 def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
     """Opcodes that push one value: plain data, containers, deep nesting, arrays, calls."""
     kinds = ["int", "bigint", "float", "bytes", "str", "badutf8", "none", "bool", "list", "tuple", "dict",
-             "array", "call_allowed", "call_forbidden", "nest", "memo"]
+             "array", "call_allowed", "call_forbidden", "nest", "memo", "memo_slot"]
     kind = draw(st.sampled_from(kinds if depth < 3 else kinds[:8]))
     if kind == "int":
         return _int_op(draw(st.sampled_from(INTERESTING)))
@@ -480,6 +498,10 @@ def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
         if wrap == "dict_key":
             return b"}" + body + b"K\x01s"
         return body
+    if kind == "memo_slot":  # a memo slot far beyond the file: the unpickler sizes its table to it
+        slot = draw(st.sampled_from([300, 2**16, 2**24, 2**31 - 1, 2**32 - 1]))
+        return draw(st.sampled_from([b"]r" + struct.pack("<I", slot), b"]p%d\n" % slot,
+                                     b"]r" + struct.pack("<I", slot) + b"j" + struct.pack("<I", slot)]))
     # memo: put and get the same object twice (aliasing), and a recursive list
     return b"]q\x00h\x00a"
 

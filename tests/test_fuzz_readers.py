@@ -188,6 +188,9 @@ def test_cifar_deeply_nested_pickle_is_refused_before_loading(tmp_path: Path, bo
     (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00b.png\x86R.", "encoding"),  # was LookupError
     (b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\xff}.", "not a valid CIFAR pickle"),  # FRAME: was OverflowError
     (pickle.dumps({2**20000: 1}, protocol=2), "int key"),  # str(key): was ValueError (4300 digits)
+    (b"\x80\x02}r\xff\xff\xff\x7f.", "LONG_BINPUT to memo slot 2147483647"),  # a 16 GiB memo table: MemoryError
+    (b"(dp99999999999999\n.", "PUT to memo slot 99999999999999"),
+    (b"(dpx\n.", "PUT names no memo slot number"),
 ])
 def test_cifar_hostile_pickles_are_format_errors(tmp_path: Path, blob: bytes, match: str) -> None:
     from fewstep.data.cifar import safe_unpickle
