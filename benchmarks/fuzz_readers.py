@@ -1,12 +1,24 @@
 #!/usr/bin/env python
-"""Property-based fuzzing of every fewstep file reader, and of STC on adversarial event arrays.
+"""Property-based fuzzing of every fewstep file reader and loader, and of STC on adversarial event arrays.
 
-Run it as a benchmark (10,000 cases per target)::
+Targets: the IDX, CIFAR-pickle, N-MNIST, AEDAT 2.0 / 3.1 / 4, Prophesee DAT and gesture-CSV
+readers, ``read_events``, images as the image-folder datasets decode them, recipe TOML files as
+``load_recipe`` (``fewstep train --config FILE``) reads them, and checkpoints as ``fewstep eval`` /
+``fewstep convert`` load them. Run it as a benchmark (each target in child processes with a CPU
+and wall-clock limit per case and an address-space limit)::
 
     python benchmarks/fuzz_readers.py --cases 10000
     python benchmarks/fuzz_readers.py --cases 2000 --targets cifar-pickle,aedat4 --save-crashes crashes/
 
 and ``tests/test_fuzz_readers.py`` runs the same harness with a few hundred cases per target.
+
+Before the random cases, every file target runs its fixed cases: the path-level ones (a missing
+file, an empty one, a directory, a symlink loop, a link to itself, a dangling link, a file
+whose name or folder is not UTF-8 (valid and truncated contents), a file without read
+permission (root reads it anyway: then it counts as accepted), a path through a file), and
+each seed file truncated at every region boundary and one byte either side (header fields and
+the header's end, every record, packet, opcode, line, zip record, PNG chunk or JPEG marker;
+``--boundary-limit`` spread over each seed).
 
 How the cases are made (with `hypothesis`, generate phase only, a fixed seed: a run is
 reproducible): every file target starts from *valid* files in the real format, written by
@@ -25,10 +37,14 @@ callables with hostile arguments, and references to forbidden globals (``os.syst
 
 What counts as a crash:
 
-* readers: any exception but :class:`fewstep.errors.DataFormatError` (an ``ImportError`` that
-  asks to ``pip install`` an optional decompressor is tallied apart, not as a crash), a case
-  running longer than ``--timeout`` seconds of CPU, a result that breaks the reader's contract
-  (events outside the returned sensor, polarity not 0/1, a sensor size that is negative or over
+* readers: any exception but the documented one (:class:`fewstep.errors.DataFormatError`;
+  ``ConfigError`` for recipes; ``CheckpointError`` or ``ConfigError`` for checkpoints), or that
+  one when its message does not name the file or spans lines (an ``ImportError`` that asks to
+  ``pip install`` an optional decompressor is tallied apart, not as a crash), a ``MemoryError``
+  (also one a reader wrapped in its own error: a memory blow-up under the ``--memory-gb`` limit),
+  a case running longer than ``--timeout`` seconds of CPU (or five times that in wall time), a
+  result that breaks the reader's contract (events outside the returned sensor, timestamps
+  negative or not sorted, polarity not 0/1, a sensor size that is negative or over
   32768, an IDX array whose shape disagrees with its size, CIFAR images that are not
   uint8 [N, 3, 32, 32] or labels out of range), an output more than 64 times larger than an
   uncompressed input file (a memory amplification), and for CIFAR any unpickled object that
@@ -39,8 +55,10 @@ What counts as a crash:
   the shape, float32, finite and non-negative values, and the exact number of events per step
   recomputed here with Python integers (no overflow) from the rule in the module docstring.
 
-Prints one table row per target: cases tried, rejected as malformed (the allowed error),
-accepted, crashes (distinct signatures, and failing cases), then one line per crash signature.
+Prints one table row per target: cases tried (random, boundary cuts, path cases), rejected
+cleanly (the documented error naming the file), accepted, crashes (distinct signatures, and
+failing cases), then one line per crash signature, then the same per reader as a Markdown table
+(also written to ``--markdown FILE``).
 """
 
 from __future__ import annotations
@@ -423,7 +441,7 @@ def _global_op(module: str, name: str, stack_form: bool) -> bytes:
 def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
     """Opcodes that push one value: plain data, containers, deep nesting, arrays, calls."""
     kinds = ["int", "bigint", "float", "bytes", "str", "badutf8", "none", "bool", "list", "tuple", "dict",
-             "array", "call_allowed", "call_forbidden", "nest", "memo"]
+             "array", "call_allowed", "call_forbidden", "nest", "memo", "memo_slot"]
     kind = draw(st.sampled_from(kinds if depth < 3 else kinds[:8]))
     if kind == "int":
         return _int_op(draw(st.sampled_from(INTERESTING)))
@@ -480,6 +498,10 @@ def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
         if wrap == "dict_key":
             return b"}" + body + b"K\x01s"
         return body
+    if kind == "memo_slot":  # a memo slot far beyond the file: the unpickler sizes its table to it
+        slot = draw(st.sampled_from([300, 2**16, 2**24, 2**31 - 1, 2**32 - 1]))
+        return draw(st.sampled_from([b"]r" + struct.pack("<I", slot), b"]p%d\n" % slot,
+                                     b"]r" + struct.pack("<I", slot) + b"j" + struct.pack("<I", slot)]))
     # memo: put and get the same object twice (aliasing), and a recursive list
     return b"]q\x00h\x00a"
 
@@ -577,6 +599,11 @@ def _event_check(result: Any, size: int, compressed: bool) -> str | None:
             return f"events outside the returned {w}x{h} sensor"
         if not np.isin(ev["p"], (0, 1)).all():
             return "polarity other than 0/1"
+        t = ev["t"]
+        if t.min() < 0:
+            return f"negative timestamp {int(t.min())}"
+        if len(t) > 1 and (t[1:] < t[:-1]).any():
+            return "timestamps not sorted"
     if not compressed and ev.nbytes > AMPLIFICATION * size + 65536:
         return f"{ev.nbytes} bytes of events from a {size}-byte file"
     return None
@@ -927,6 +954,371 @@ def read_events_call(path: Path) -> Any:
     return read_events(path)
 
 
+# ---------------------------------------------------------------------------- recipes (TOML, `--config`)
+
+
+def config_seeds() -> list[Seed]:
+    """Every shipped recipe, as the TOML file ``fewstep train --config FILE`` reads."""
+    from fewstep.config import builtin_recipes
+
+    recipes = builtin_recipes()
+    return [Seed(f"recipe-{name}", [View(recipes[name].read_bytes())], ".toml") for name in sorted(recipes)]
+
+
+_TOML_VALUES = ['"x"', "0", "-1", "1e400", "-inf", "nan", "9" * 5000, "true", "[]", "{}", "1979-05-27T07:32:00Z",
+                '"\\u0000"', '"""\n"""', "0x7fffffffffffffff", "-9223372036854775808", "[1, 'a']", "{a = {b = 1}}",
+                "[" * 2000 + "]" * 2000, "{a=" * 2000 + "1" + "}" * 2000, '"' + "a" * 100_000 + '"']
+
+
+def config_generated(draw: Callable) -> bytes:
+    """A shipped recipe with one value replaced by a hostile one (deep nesting, huge numbers, NaN,
+    dates, wrong types), or one table or key added."""
+    from fewstep.config import builtin_recipes
+
+    recipes = builtin_recipes()
+    text = recipes[draw(st.sampled_from(sorted(recipes)))].read_text(encoding="utf-8")
+    lines = text.splitlines()
+    keyed = [i for i, ln in enumerate(lines) if "=" in ln and not ln.lstrip().startswith("#")]
+    value = draw(st.sampled_from(_TOML_VALUES))
+    how = draw(st.sampled_from(["replace", "replace", "add-key", "add-table"]))
+    if how == "replace" and keyed:
+        i = keyed[draw(st.integers(0, len(keyed) - 1))]
+        lines[i] = lines[i].split("=", 1)[0] + "= " + value
+    elif how == "add-key":
+        lines.insert(draw(st.integers(0, len(lines))), f"{draw(st.sampled_from(['x', 'epochs', 'name', 'reg_options']))}"
+                                                      f" = {value}")
+    else:
+        lines.append(f"[{draw(st.sampled_from(['train', 'bogus', 'data.x', 'model']))}]\nname = {value}")
+    return "\n".join(lines).encode("utf-8")
+
+
+def config_call(path: Path) -> Any:
+    from fewstep.config import load_recipe
+
+    return load_recipe(str(path))
+
+
+def config_check(result: Any, size: int, compressed: bool) -> str | None:
+    from fewstep.config import Recipe
+
+    return None if isinstance(result, Recipe) else f"load_recipe returned {type(result).__name__}"
+
+
+# ---------------------------------------------------------------------------- checkpoints (`fewstep eval` / `convert`)
+
+
+def checkpoint_seeds() -> list[Seed]:
+    """Checkpoints as ``fewstep train`` writes them (``save_checkpoint``: a zip of tensors with the
+    recipe inside), in both of ``torch.save``'s formats, and a bare state dict."""
+    import dataclasses as dc
+    import io
+
+    import torch
+
+    from fewstep.config import load_recipe
+    from fewstep.train.checkpoint import save_checkpoint
+
+    recipe = dc.asdict(load_recipe("digits-dnn"))
+    g = torch.Generator().manual_seed(0)
+    model = {"fc.weight": torch.randn(4, 6, generator=g), "fc.bias": torch.zeros(4), "bn.num_batches_tracked":
+             torch.tensor(3)}
+    states = [{"recipe": recipe, "model": model, "epoch": 1, "history": [{"epoch": 1, "acc": 0.5}]},
+              {"recipe": recipe, "model": {}}, {"model": model}]
+    blobs = [_tmp_bytes(lambda p, s=s: save_checkpoint(s, p), ".pt") for s in states]
+    legacy = io.BytesIO()
+    torch.save(states[0], legacy, _use_new_zipfile_serialization=False)
+    blobs.append(legacy.getvalue())
+    return [Seed(f"ckpt{i}", [View(b, [(k, 4, "<") for k in _zip_offsets(b)][:64])], ".pt") for i, b in enumerate(blobs)]
+
+
+def _zip_offsets(data: bytes) -> list[int]:
+    """Offsets of the zip records (local headers, central directory, end record) and their fields."""
+    out = []
+    for sig in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"):
+        at = data.find(sig)
+        while at >= 0:
+            out += [at, at + 4, at + 14, at + 18, at + 22, at + 26]
+            at = data.find(sig, at + 1)
+    return sorted(o for o in set(out) if o < len(data))
+
+
+def checkpoint_call(path: Path) -> Any:
+    from fewstep.config import recipe_from_dict
+    from fewstep.evaluate import check_model_checkpoint
+    from fewstep.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    check_model_checkpoint(state, path)  # what `fewstep eval` and `fewstep convert` do next
+    recipe_from_dict(state["recipe"], f"the recipe stored in {path}")
+    return state
+
+
+def checkpoint_check(result: Any, size: int, compressed: bool) -> str | None:
+    if not (isinstance(result, dict) and isinstance(result.get("model"), dict)):
+        return f"load_checkpoint returned {type(result).__name__}"
+    return None
+
+
+# ---------------------------------------------------------------------------- images (image-folder datasets)
+
+
+def _image_dir() -> Path | None:
+    candidates = []
+    if os.environ.get("FEWSTEP_DATA"):
+        candidates.append(Path(os.environ["FEWSTEP_DATA"]) / "cifar10-jpeg")
+    candidates += [ROOT.parent / "shared" / "data" / "cifar10-jpeg", ROOT / "shared" / "data" / "cifar10-jpeg"]
+    return next((c for c in candidates if (c / "test").is_dir()), None)
+
+
+def image_seeds() -> list[Seed]:
+    """Real CIFAR-10 JPEGs (``$FEWSTEP_DATA/cifar10-jpeg``) where present, and PNG / GIF / BMP / JPEG
+    files written by Pillow."""
+    import io
+
+    from PIL import Image
+
+    blobs = []
+    d = _image_dir()
+    if d is not None:
+        for cls in ("airplane", "cat", "truck"):
+            blobs += [p.read_bytes() for p in sorted((d / "test" / cls).glob("*.jpg"))[:2]]
+    rng = np.random.default_rng(6)
+    for fmt, mode in (("PNG", "RGB"), ("PNG", "L"), ("GIF", "P"), ("BMP", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA")):
+        im = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert(mode)
+        buf = io.BytesIO()
+        im.save(buf, format=fmt)
+        blobs.append(buf.getvalue())
+    return [Seed(f"img{i}", [View(b, [(k, 4, ">") for k in _image_offsets(b)][:64])], ".jpg")
+            for i, b in enumerate(blobs)]
+
+
+def _image_offsets(data: bytes) -> list[int]:
+    """JPEG markers (FF xx) before the scan data, PNG chunk starts: where the structure is."""
+    if data.startswith(b"\x89PNG"):
+        out, pos = [8], 8
+        while pos + 8 <= len(data):
+            n = struct.unpack_from(">I", data, pos)[0]
+            pos += 12 + n
+            out.append(pos)
+        return [o for o in out if o < len(data)]
+    if data.startswith(b"\xff\xd8"):
+        out, sos = [], data.find(b"\xff\xda")
+        end = sos if sos > 0 else len(data)
+        at = 0
+        while 0 <= at < end:
+            out += [at, at + 2]
+            at = data.find(b"\xff", at + 2)
+        return out + ([sos, sos + 2, len(data) - 2] if sos > 0 else [])
+    return list(range(0, min(len(data), 64), 2))
+
+
+def image_call(path: Path) -> Any:
+    from fewstep.data.imagefolder import decode_images
+
+    return decode_images([path], "RGB", None), decode_images([path], "L", (16, 16))
+
+
+def image_check(result: Any, size: int, compressed: bool) -> str | None:
+    rgb, gray = result
+    if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 4 and rgb.shape[:2] == (1, 3)):
+        return f"RGB images are {getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}"
+    if not (isinstance(gray, np.ndarray) and gray.shape == (1, 1, 16, 16) and gray.dtype == np.uint8):
+        return f"resized grey images are {getattr(gray, 'dtype', type(gray))} {getattr(gray, 'shape', '')}"
+    return None
+
+
+# ---------------------------------------------------------------------------- region boundaries
+
+
+def _line_ends(data: bytes, limit: int | None = None) -> list[int]:
+    out, at = [], data.find(b"\n")
+    while at >= 0 and (limit is None or at < limit):
+        out.append(at + 1)
+        at = data.find(b"\n", at + 1)
+    return out
+
+
+def _hash_header_end(data: bytes) -> int:
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] == b"#":
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return len(data)
+        pos = nl + 1
+        if data[:pos].endswith(b"#!END-HEADER\r\n") or data[:pos].endswith(b"#!END-HEADER\n"):
+            break
+    return pos
+
+
+def region_boundaries(data: bytes, fmt: str) -> list[int]:
+    """Byte offsets where one region of a ``fmt`` file ends and the next begins: header fields and
+    the header's end, every record / packet / opcode / line / chunk boundary. Truncating a valid
+    file there (and one byte either side) must give a clean error or a valid shorter result."""
+    n = len(data)
+    cuts = [0, 1]
+    if fmt == "idx" and n >= 4:
+        hdr = 4 + 4 * data[3]
+        cuts += [2, 3, 4] + [4 + 4 * k for k in range(data[3] + 1)]
+        item = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}.get(data[2], 1)
+        cuts += list(range(hdr, n, item))
+    elif fmt == "gz":
+        cuts += [2, 3, 4, 8, 10, n - 8, n - 4]
+        at = data.find(b"\x1f\x8b", 1)
+        while at > 0:
+            cuts += [at, at + 10]
+            at = data.find(b"\x1f\x8b", at + 1)
+    elif fmt == "pickle":
+        try:
+            cuts += [pos for _op, _arg, pos in pickletools.genops(data)]
+        except Exception:
+            pass
+    elif fmt == "nmnist":
+        cuts += list(range(0, n, 5))
+    elif fmt == "aedat2":
+        start = _hash_header_end(data)
+        cuts += _line_ends(data, start) + list(range(start, n, 4))
+    elif fmt == "aedat31":
+        from fewstep.events.readers.aedat31 import PACKET_HEADER
+
+        pos = _hash_header_end(data)
+        cuts += _line_ends(data, pos)
+        while pos + PACKET_HEADER.size <= n:
+            _, _, esize, _, _, cap, _, _ = PACKET_HEADER.unpack_from(data, pos)
+            cuts += [pos, pos + 4, pos + PACKET_HEADER.size] + [pos + PACKET_HEADER.size + esize * k
+                                                                 for k in range(min(cap, 64))]
+            if esize <= 0 or cap < 0:
+                break
+            pos += PACKET_HEADER.size + cap * esize
+        cuts.append(pos)
+    elif fmt == "aedat4":
+        m = len(AEDAT4_MAGIC)
+        cuts += [m - 2, m, m + 4]
+        if n >= m + 4:
+            size = struct.unpack_from("<i", data, m)[0]
+            pos = m + 4 + max(size, 0)
+            cuts += [m + 4 + k for k in (4, 8, 20, 24, 28, 36, 40, 44)] + [pos]
+            while 0 < pos and pos + 8 <= n:
+                sid, k = struct.unpack_from("<ii", data, pos)
+                cuts += [pos, pos + 4, pos + 8, pos + 8 + 4, pos + 8 + 8]
+                if k <= 0:
+                    break
+                pos += 8 + k
+                cuts.append(pos)
+    elif fmt == "dat":
+        pos = 0
+        while pos < n and data[pos] == 0x25:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            pos = nl + 1
+            cuts.append(pos)
+        cuts += [pos, pos + 1, pos + 2] + list(range(pos + 2, n, 4))
+    elif fmt in ("csv", "toml"):
+        cuts += _line_ends(data) + [i for i, b in enumerate(data) if b in b",=[]\"'"]
+    elif fmt == "zip":
+        cuts += _zip_offsets(data)
+        if not data.startswith(b"PK"):  # legacy torch.save: a sequence of pickles
+            cuts += region_boundaries(data, "pickle")
+    elif fmt == "image":
+        cuts += _image_offsets(data)
+    else:
+        cuts += list(range(n))
+    return sorted({c + d for c in cuts for d in (-1, 0, 1) if 0 <= c + d < n})
+
+
+def _format_of(data: bytes, target: str) -> str:
+    fixed = {"idx-raw": "idx", "idx-gz": "gz", "cifar-pickle": "pickle", "nmnist-bin": "nmnist", "aedat2": "aedat2",
+             "aedat31": "aedat31", "gesture-labels": "csv", "aedat4": "aedat4", "prophesee-dat": "dat",
+             "config-toml": "toml", "checkpoint": "zip", "image-file": "image"}
+    if target != "read_events":
+        return fixed[target]
+    for magic, fmt in ((b"#!AER-DAT4", "aedat4"), (b"#!AER-DAT3", "aedat31"), (b"#!AER-DAT2", "aedat2"),
+                       (b"%", "dat")):
+        if data.startswith(magic):
+            return fmt
+    return "nmnist"
+
+
+def _spread(values: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of ``values``, evenly spread (the first and last kept)."""
+    if len(values) <= limit:
+        return values
+    idx = np.unique(np.linspace(0, len(values) - 1, limit).round().astype(int))
+    return [values[i] for i in idx]
+
+
+def boundary_cases(target: str, seeds: list[Seed], per_seed: int) -> list[tuple[str, bytes]]:
+    """``(description, bytes)``: each seed cut at each region boundary (``per_seed`` at most per seed;
+    for IDX in gzip also the inner IDX cut and re-compressed)."""
+    out = []
+    for s in seeds:
+        whole = s.views[0]
+        data = whole.wrap(whole.data) if whole.wrap else whole.data
+        for c in _spread(region_boundaries(data, _format_of(data, target)), per_seed):
+            out.append((f"{s.name} cut at {c} of {len(data)}", data[:c]))
+        inner = next((v for v in s.views if v.name == "inner"), None)
+        if inner is not None and inner.wrap is not None:
+            for c in _spread(region_boundaries(inner.data, "idx"), per_seed):
+                out.append((f"{s.name} inner IDX cut at {c} of {len(inner.data)}", inner.wrap(inner.data[:c])))
+    return out
+
+
+# ---------------------------------------------------------------------------- path-level cases
+
+#: What each path case is: a missing file, an empty one, a directory, symlinks, names that are not
+#: UTF-8 (valid and truncated contents), a file without read permission (root reads it anyway).
+PATH_CASES = ["missing", "empty", "directory", "symlink-loop", "dangling-symlink", "self-symlink",
+              "non-utf8-name (valid file)", "non-utf8-name (truncated file)", "non-utf8-directory",
+              "no-read-permission", "parent-is-a-file"]
+
+
+def path_case(kind: str, workdir: Path, suffix: str, valid: bytes) -> tuple[Path, bytes]:
+    """Create path case ``kind`` under ``workdir`` (a fresh folder); returns ``(path, its bytes)``."""
+    base = os.fsencode(workdir)
+    name = b"case" + os.fsencode(suffix)
+    if kind == "missing":
+        return workdir / f"missing{suffix}", b""
+    if kind == "empty":
+        (workdir / f"empty{suffix}").write_bytes(b"")
+        return workdir / f"empty{suffix}", b""
+    if kind == "directory":
+        (workdir / f"dir{suffix}").mkdir()
+        return workdir / f"dir{suffix}", b""
+    if kind == "symlink-loop":
+        a, b = workdir / f"a{suffix}", workdir / f"b{suffix}"
+        os.symlink(b, a)
+        os.symlink(a, b)
+        return a, b""
+    if kind == "dangling-symlink":
+        os.symlink(workdir / "nowhere", workdir / f"dangling{suffix}")
+        return workdir / f"dangling{suffix}", b""
+    if kind == "self-symlink":
+        os.symlink(workdir / f"self{suffix}", workdir / f"self{suffix}")
+        return workdir / f"self{suffix}", b""
+    if kind.startswith("non-utf8-name"):
+        data = valid if "valid" in kind else valid[: max(1, len(valid) // 2 - 1)]
+        raw = base + b"/\xff\xfe-" + name
+        with open(raw, "wb") as f:
+            f.write(data)
+        return Path(os.fsdecode(raw)), data
+    if kind == "non-utf8-directory":
+        os.mkdir(base + b"/\xe9t\xe9")
+        raw = base + b"/\xe9t\xe9/" + name
+        with open(raw, "wb") as f:
+            f.write(valid[: max(1, len(valid) // 2 - 1)])
+        return Path(os.fsdecode(raw)), valid[: max(1, len(valid) // 2 - 1)]
+    if kind == "no-read-permission":
+        p = workdir / f"locked{suffix}"
+        p.write_bytes(valid)
+        p.chmod(0)
+        return p, valid
+    if kind == "parent-is-a-file":
+        (workdir / "plain").write_bytes(b"x")
+        return workdir / "plain" / f"case{suffix}", b""
+    raise ValueError(kind)
+
+
+
 # ============================================================================ STC
 
 INT64_EXTREMES = [-(2**63), -(2**63) + 1, -(2**31), -1, 0, 1, 2**31 - 1, 2**32, 2**53, 2**53 + 1, 2**62,
@@ -1092,21 +1484,29 @@ class Hang(BaseException):
 
 @contextlib.contextmanager
 def cpu_alarm(seconds: float) -> Iterator[None]:
-    """Interrupt the case after ``seconds`` of CPU time (ITIMER_PROF), where available."""
+    """Interrupt the case after ``seconds`` of CPU time (ITIMER_PROF), or after ``max(1, 5 *
+    seconds)`` of wall time (ITIMER_REAL: a case blocked without using CPU), where available."""
     if not hasattr(signal, "setitimer") or seconds <= 0:
         yield
         return
+    wall = max(1.0, 5 * seconds)
 
-    def on_alarm(signum: int, frame: Any) -> None:
+    def on_cpu(signum: int, frame: Any) -> None:
         raise Hang(f"still running after {seconds} s of CPU time")
 
-    old = signal.signal(signal.SIGPROF, on_alarm)
+    def on_wall(signum: int, frame: Any) -> None:
+        raise Hang(f"still running after {wall} s of wall time")
+
+    old_prof, old_alrm = signal.signal(signal.SIGPROF, on_cpu), signal.signal(signal.SIGALRM, on_wall)
     signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, wall)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, old)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGPROF, old_prof)
+        signal.signal(signal.SIGALRM, old_alrm)
 
 
 @contextlib.contextmanager
@@ -1174,6 +1574,9 @@ class Stats:
     rejected: int = 0
     accepted: int = 0
     skipped: int = 0  # optional dependency missing
+    boundary: int = 0  # of the cases: truncations at region boundaries
+    paths: int = 0  # of the cases: path-level cases (missing, directory, symlink loop, ...)
+    fixed_next: int = -1  # the fixed case running now (not counted; for a restart after a fatal crash)
     seconds: float = 0.0
     slowest: float = 0.0
     crashes: dict[str, Crash] = dataclasses.field(default_factory=dict)
@@ -1188,7 +1591,8 @@ class Stats:
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "cases": self.cases, "rejected": self.rejected, "accepted": self.accepted,
-                "skipped": self.skipped, "seconds": round(self.seconds, 2), "slowest": round(self.slowest, 3),
+                "skipped": self.skipped, "boundary": self.boundary, "paths": self.paths,
+                "seconds": round(self.seconds, 2), "slowest": round(self.slowest, 3),
                 "crashes": [{"signature": c.signature, "message": c.message, "count": c.count,
                              "example_case": c.example_case,
                              "example": c.example.hex() if c.example is not None else None}
@@ -1196,7 +1600,8 @@ class Stats:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stats:
-        s = cls(d["target"], d["cases"], d["rejected"], d["accepted"], d["skipped"], d["seconds"], d["slowest"])
+        s = cls(d["target"], d["cases"], d["rejected"], d["accepted"], d["skipped"], d.get("boundary", 0),
+                d.get("paths", 0), d["seconds"], d["slowest"])
         for c in d["crashes"]:
             s.crashes[c["signature"]] = Crash(c["signature"], c["message"], c["count"],
                                               bytes.fromhex(c["example"]) if c["example"] else None,
@@ -1204,7 +1609,7 @@ class Stats:
         return s
 
     def merge(self, other: Stats) -> None:
-        for f in ("cases", "rejected", "accepted", "skipped", "seconds"):
+        for f in ("cases", "rejected", "accepted", "skipped", "boundary", "paths", "seconds"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.slowest = max(self.slowest, other.slowest)
         for sig, c in other.crashes.items():
@@ -1220,6 +1625,8 @@ class FileTarget:
     check: Callable[[Any, int, bool], str | None]
     compressed: bool = False  # output size is not bounded by the file size
     generated: Callable[[Callable], bytes] | None = None
+    errors: tuple[str, ...] = ("DataFormatError",)  # the documented error(s), from fewstep.errors
+    label: str = ""  # the reader, for the table
 
 
 @dataclasses.dataclass
@@ -1238,18 +1645,31 @@ def _events_all_seeds() -> list[Seed]:
 
 TARGETS: dict[str, FileTarget | StcTarget] = {
     "idx-raw": FileTarget("idx-raw", lambda: idx_seeds(False), idx_call,
-                          lambda r, n, c: idx_check(r, n, False), generated=idx_generated(False)),
+                          lambda r, n, c: idx_check(r, n, False), generated=idx_generated(False),
+                          label="IDX (`read_idx`, raw)"),
     "idx-gz": FileTarget("idx-gz", lambda: idx_seeds(True), idx_call, lambda r, n, c: idx_check(r, n, True),
-                         compressed=True, generated=idx_generated(True)),
-    "cifar-pickle": FileTarget("cifar-pickle", cifar_seeds, cifar_call, cifar_check, generated=cifar_generated),
-    "nmnist-bin": FileTarget("nmnist-bin", nmnist_seeds, nmnist_call, _event_check),
-    "aedat2": FileTarget("aedat2", aedat2_seeds, aedat2_call, _event_check),
-    "aedat31": FileTarget("aedat31", aedat31_seeds, aedat31_call, _event_check),
+                         compressed=True, generated=idx_generated(True), label="IDX (`read_idx`, gzip)"),
+    "cifar-pickle": FileTarget("cifar-pickle", cifar_seeds, cifar_call, cifar_check, generated=cifar_generated,
+                               label="CIFAR pickle (`safe_unpickle` + batch / names)"),
+    "nmnist-bin": FileTarget("nmnist-bin", nmnist_seeds, nmnist_call, _event_check,
+                             label="N-MNIST `.bin` (`read_nmnist_bin`)"),
+    "aedat2": FileTarget("aedat2", aedat2_seeds, aedat2_call, _event_check, label="AEDAT 2.0 (`read_aedat2`)"),
+    "aedat31": FileTarget("aedat31", aedat31_seeds, aedat31_call, _event_check, label="AEDAT 3.1 (`read_aedat31`)"),
     "gesture-labels": FileTarget("gesture-labels", gesture_seeds, gesture_call, gesture_check,
-                                 generated=gesture_generated),
-    "aedat4": FileTarget("aedat4", aedat4_seeds, aedat4_call, _event_check, compressed=True),
-    "prophesee-dat": FileTarget("prophesee-dat", prophesee_seeds, prophesee_call, _event_check),
-    "read_events": FileTarget("read_events", _events_all_seeds, read_events_call, _event_check, compressed=True),
+                                 generated=gesture_generated, label="gesture CSV (`read_gesture_labels`)"),
+    "aedat4": FileTarget("aedat4", aedat4_seeds, aedat4_call, _event_check, compressed=True,
+                         label="AEDAT 4 (`read_aedat4`, `read_aedat4_header`)"),
+    "prophesee-dat": FileTarget("prophesee-dat", prophesee_seeds, prophesee_call, _event_check,
+                                label="Prophesee DAT (`read_prophesee_dat`)"),
+    "read_events": FileTarget("read_events", _events_all_seeds, read_events_call, _event_check, compressed=True,
+                              label="any event file (`read_events`)"),
+    "image-file": FileTarget("image-file", image_seeds, image_call, image_check, compressed=True,
+                             label="image / JPEG (`decode_images`, image folders)"),
+    "config-toml": FileTarget("config-toml", config_seeds, config_call, config_check, generated=config_generated,
+                              errors=("ConfigError",), label="recipe TOML (`load_recipe`, `--config FILE`)"),
+    "checkpoint": FileTarget("checkpoint", checkpoint_seeds, checkpoint_call, checkpoint_check, compressed=True,
+                             errors=("CheckpointError", "ConfigError"),
+                             label="checkpoint (`load_checkpoint`, as `fewstep eval` / `convert`)"),
     "stc": StcTarget("stc", stc_call, batch=False),
     "stc_batch": StcTarget("stc_batch", stc_batch_call, batch=True),
 }
@@ -1263,8 +1683,76 @@ def _settings(cases: int) -> settings:
 Progress = Callable[[Stats, Path], None]
 
 
+def _is_documented(exc: BaseException, target: FileTarget) -> bool:
+    return any(c.__module__ == "fewstep.errors" and c.__name__ in target.errors for c in type(exc).__mro__)
+
+
+def run_file_case(target: FileTarget, stats: Stats, path: Path, data: bytes, where_from: str, timeout: float) -> None:
+    """Call the reader on ``path`` (holding ``data``) once and tally the outcome in ``stats``:
+    a documented error whose message names the file (clean), a result that meets the reader's
+    contract (accepted), or anything else (a crash signature)."""
+    stats.cases += 1
+    t0 = time.process_time()
+    result = None
+    try:
+        with cpu_alarm(timeout):
+            result = target.call(path)
+    except Hang as e:
+        stats.record(f"hang (> {timeout} s CPU)", str(e), data, where_from)
+    except MemoryError as e:
+        stats.record(f"memory blow-up (MemoryError at {_origin(e)[0]})", f"MemoryError: {e}", data, where_from)
+    except ImportError as e:
+        if "pip install" in str(e):
+            stats.skipped += 1
+        else:
+            stats.record(f"ImportError at {_origin(e)[0]}", str(e), data, where_from)
+    except Exception as e:
+        text = str(e)
+        if not _is_documented(e, target):
+            stats.record(f"{type(e).__name__} at {_origin(e)[0]}", f"{type(e).__name__}: {text}", data, where_from)
+        elif "MemoryError" in text:  # a reader that wraps every exception must not hide this one
+            stats.record(f"memory blow-up (wrapped in {type(e).__name__})", text, data, where_from)
+        elif str(path) not in text:
+            stats.record(f"{type(e).__name__} does not name the file (at {_origin(e)[0]})", text, data, where_from)
+        elif "\n" in text.strip():
+            stats.record(f"{type(e).__name__} spans lines (at {_origin(e)[0]})", text, data, where_from)
+        else:
+            stats.rejected += 1
+    else:
+        problem = target.check(result, len(data), target.compressed)
+        if problem:
+            stats.record(f"bad result: {problem.split(':')[0][:60]}", problem, data, where_from)
+        else:
+            stats.accepted += 1
+    if CANARY_CALLS:
+        calls = list(CANARY_CALLS)
+        CANARY_CALLS.clear()
+        stats.record("a pickled global was called", repr(calls[:2]), data, where_from)
+    spent = time.process_time() - t0
+    stats.slowest = max(stats.slowest, spent)
+    if spent > timeout * 1.5:  # ran over without the alarm firing (stuck in C code)
+        stats.record(f"hang (> {timeout} s CPU)", f"case took {spent:.1f} s", data, where_from)
+
+
+def fixed_cases(target: FileTarget, seeds: list[Seed], boundary_limit: int) -> list[tuple[str, str, bytes]]:
+    """The deterministic cases run before the random ones: ``(kind, description, bytes)`` with kind
+    ``"path"`` (bytes: a valid file of the format) or ``"cut"`` (bytes: the truncated file)."""
+    valid = seeds[0].views[0].data if seeds else b""
+    for s in seeds:  # the first seed with some content (seed 0 is often an empty recording)
+        if len(s.views[0].data) > 64 and s.views[0].wrap is None:
+            valid = s.views[0].data
+            break
+    out = [("path", kind, valid) for kind in PATH_CASES]
+    if boundary_limit > 0:
+        out += [("cut", desc, data) for desc, data in boundary_cases(target.name, seeds, boundary_limit)]
+    return out
+
+
 def fuzz_file_target(target: FileTarget, cases: int, seed: int, timeout: float, workdir: Path,
-                     progress: Progress | None = None) -> Stats:
+                     progress: Progress | None = None, fixed_from: int | None = None,
+                     boundary_limit: int = 400) -> Stats:
+    """``cases`` random cases; first, unless ``fixed_from`` is None, the :func:`fixed_cases` from
+    index ``fixed_from`` on (path-level cases and truncations at region boundaries)."""
     stats = Stats(target.name)
     seeds = target.seeds()
     suffixes = sorted({s.suffix for s in seeds}) or [""]
@@ -1273,6 +1761,33 @@ def fuzz_file_target(target: FileTarget, cases: int, seed: int, timeout: float, 
     strategy = file_case(seeds, target.generated)
     if target.name == "cifar-pickle":
         _install_canary()
+
+    t = time.perf_counter()
+    if fixed_from is not None:
+        suffix = seeds[0].suffix if seeds else ""
+        for i, (kind, desc, data) in enumerate(fixed_cases(target, seeds, boundary_limit)):
+            if i < fixed_from:
+                continue
+            stats.fixed_next = i
+            if kind == "path":
+                folder = workdir / f"path-{i}"
+                folder.mkdir()
+                path, data = path_case(desc, folder, suffix, data)
+                stats.paths += 1
+                record = current = folder / "record.bin"  # what a fatal crash leaves to look at
+                current.write_bytes(data)
+            else:
+                path = paths[suffix]
+                path.write_bytes(data)
+                stats.boundary += 1
+                record = path
+            if progress is not None:
+                progress(stats, record)
+            run_file_case(target, stats, path, data, f"{kind}: {desc}", timeout)
+            if kind == "path":
+                with contextlib.suppress(OSError):
+                    path.chmod(0o644)  # the no-permission case
+        stats.fixed_next = -1
 
     @_settings(cases)
     @hypothesis_seed(seed)
@@ -1283,41 +1798,10 @@ def fuzz_file_target(target: FileTarget, cases: int, seed: int, timeout: float, 
         path.write_bytes(data)
         if progress is not None:
             progress(stats, path)  # before the call: a fatal crash leaves this input on disk
-        stats.cases += 1
-        where_from = f"{seed_name}/{view}"
-        t0 = time.process_time()
-        result = None
-        try:
-            with cpu_alarm(timeout):
-                result = target.call(path)
-        except DataFormatError:
-            stats.rejected += 1
-        except ImportError as e:
-            if "pip install" in str(e):
-                stats.skipped += 1
-            else:
-                stats.record(f"ImportError at {_origin(e)[0]}", str(e), data, where_from)
-        except Hang as e:
-            stats.record(f"hang (> {timeout} s CPU)", str(e), data, where_from)
-        except Exception as e:
-            stats.record(f"{type(e).__name__} at {_origin(e)[0]}", f"{type(e).__name__}: {e}", data, where_from)
-        else:
-            problem = target.check(result, len(data), target.compressed)
-            if problem:
-                stats.record(f"bad result: {problem.split(':')[0][:60]}", problem, data, where_from)
-            else:
-                stats.accepted += 1
-        if CANARY_CALLS:
-            calls = list(CANARY_CALLS)
-            CANARY_CALLS.clear()
-            stats.record("a pickled global was called", repr(calls[:2]), data, where_from)
-        spent = time.process_time() - t0
-        stats.slowest = max(stats.slowest, spent)
-        if spent > timeout * 1.5:  # ran over without the alarm firing (stuck in C code)
-            stats.record(f"hang (> {timeout} s CPU)", f"case took {spent:.1f} s", data, where_from)
+        run_file_case(target, stats, path, data, f"{seed_name}/{view}", timeout)
 
-    t = time.perf_counter()
-    run()
+    if cases > 0:
+        run()
     stats.seconds = time.perf_counter() - t
     return stats
 
@@ -1373,8 +1857,10 @@ def _fast_tmp() -> str | None:
 
 
 def fuzz(name: str, cases: int, seed: int = 0, timeout: float = 2.0, workdir: Path | None = None,
-         memory_bytes: int | None = 4 << 30, progress: Progress | None = None) -> Stats:
-    """Fuzz one target in this process; returns its :class:`Stats`."""
+         memory_bytes: int | None = 4 << 30, progress: Progress | None = None, fixed_from: int | None = None,
+         boundary_limit: int = 400) -> Stats:
+    """Fuzz one target in this process; returns its :class:`Stats`. ``fixed_from``: also run the
+    path-level and boundary-truncation cases (from that index; ``None``: random cases only)."""
     import warnings
 
     target = TARGETS[name]
@@ -1387,32 +1873,42 @@ def fuzz(name: str, cases: int, seed: int = 0, timeout: float = 2.0, workdir: Pa
         stack.enter_context(memory_limit(memory_bytes))
         if isinstance(target, StcTarget):
             return fuzz_stc_target(target, cases, seed, timeout, workdir, progress)
-        return fuzz_file_target(target, cases, seed, timeout, workdir, progress)
+        return fuzz_file_target(target, cases, seed, timeout, workdir, progress, fixed_from, boundary_limit)
+
+
+def _random_cases(s: Stats) -> int:
+    return s.cases - s.boundary - s.paths
 
 
 def fuzz_isolated(name: str, cases: int, seed: int = 0, timeout: float = 2.0, memory_gb: float = 4.0,
-                  max_restarts: int = 50) -> Stats:
+                  max_restarts: int = 50, boundary_limit: int = 400) -> Stats:
     """Fuzz one target in child processes, so that a fatal crash (a segfault in C code, the OOM
-    killer) is recorded with its input and the fuzzing goes on in a fresh child with the next seed."""
+    killer) is recorded with its input and the fuzzing goes on in a fresh child (with the next
+    fixed case, or the next hypothesis seed)."""
     import subprocess
 
     total = Stats(name)
     restarts = 0
+    fixed_from: int | None = 0
     with tempfile.TemporaryDirectory(prefix=f"fewstep-fuzz-{name}-", dir=_fast_tmp()) as d:
         workdir = Path(d)
-        while total.cases < cases and restarts <= max_restarts:
+        while restarts <= max_restarts:
             for f in ("counts.json", "crashes.json"):
                 (workdir / f).unlink(missing_ok=True)
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--cases", str(cases - total.cases),
-                   "--seed", str(seed + restarts), "--timeout", str(timeout), "--memory-gb", str(memory_gb),
-                   "--workdir", str(workdir)]
+            child_dir = workdir / f"run{restarts}"
+            child_dir.mkdir()
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name,
+                   "--cases", str(cases - _random_cases(total)), "--seed", str(seed + restarts),
+                   "--timeout", str(timeout), "--memory-gb", str(memory_gb), "--workdir", str(child_dir),
+                   "--boundary-limit", str(boundary_limit), "--fixed-from", str(-1 if fixed_from is None else fixed_from)]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-            if not (workdir / "counts.json").exists():
+            counts_file = child_dir / "counts.json"
+            if not counts_file.exists():
                 raise RuntimeError(f"fuzzing child for {name} wrote no progress (rc {proc.returncode}):\n"
                                    f"{proc.stderr[-2000:]}")
-            info = json.loads((workdir / "counts.json").read_text())
-            crashes = workdir / "crashes.json"
+            info = json.loads(counts_file.read_text())
+            crashes = child_dir / "crashes.json"
             part = Stats.from_json(json.loads(crashes.read_text())) if crashes.exists() else Stats(name)
             for k, v in info["counts"].items():
                 setattr(part, k, v)
@@ -1426,11 +1922,16 @@ def fuzz_isolated(name: str, cases: int, seed: int = 0, timeout: float = 2.0, me
                 example = current.read_bytes() if current.exists() else None
                 frames = [ln.strip() for ln in proc.stderr.splitlines() if "File " in ln and "/fewstep/" in ln]
                 part.cases += 1
+                fixed = info.get("fixed_next", -1)
+                if fixed >= 0:  # a fixed case (already counted as one): go on with the next one
+                    fixed_from = fixed + 1
+                else:
+                    fixed_from = None
                 part.record(f"fatal {sig}", f"the process died ({sig}) in {frames[0] if frames else '?'}",
                             example, current.name)
                 restarts += 1
             total.merge(part)
-            if info["done"]:
+            if info["done"] or _random_cases(total) >= cases and fixed_from is None:
                 break
     return total
 
@@ -1453,23 +1954,32 @@ def _child(args: argparse.Namespace) -> int:
         if stats.crash_cases != written[0]:
             dump(workdir / "crashes.json", stats.to_json())
             written[0] = stats.crash_cases
-        counts = {k: getattr(stats, k) for k in ("cases", "rejected", "accepted", "skipped", "slowest")}
-        dump(workdir / "counts.json", {"counts": counts, "current": str(current), "done": False})
+        counts = {k: getattr(stats, k) for k in ("cases", "rejected", "accepted", "skipped", "boundary", "paths",
+                                                 "slowest")}
+        dump(workdir / "counts.json", {"counts": counts, "current": str(current), "done": False,
+                                       "fixed_next": stats.fixed_next})
 
     stats = fuzz(args.child, args.cases, args.seed, args.timeout, workdir,
-                 int(args.memory_gb * (1 << 30)) or None, progress)
+                 int(args.memory_gb * (1 << 30)) or None, progress,
+                 None if args.fixed_from < 0 else args.fixed_from, args.boundary_limit)
     dump(workdir / "crashes.json", stats.to_json())
     dump(workdir / "counts.json", {"counts": {}, "current": "", "done": True})
     return 0
 
 
+def _label(name: str) -> str:
+    target = TARGETS[name]
+    return target.label if isinstance(target, FileTarget) and target.label else f"`{name}`"
+
+
 def format_table(results: list[Stats]) -> str:
-    head = f"{'reader':<16} {'cases':>7} {'rejected':>9} {'accepted':>9} {'crashes':>8} {'crash cases':>12} {'seconds':>8}"
+    head = (f"{'target':<16} {'cases':>7} {'random':>7} {'cuts':>6} {'paths':>6} {'clean':>7} {'accepted':>9} "
+            f"{'crashes':>8} {'crash cases':>12} {'seconds':>8}")
     lines = [head, "-" * len(head)]
     for s in results:
-        lines.append(f"{s.target:<16} {s.cases:>7} {s.rejected:>9} {s.accepted:>9} {len(s.crashes):>8} "
-                     f"{s.crash_cases:>12} {s.seconds:>8.1f}")
-    details = [f"  [{s.target}] {c.signature} x{c.count}: {c.message[:200]} (from {c.example_case[:160]})"
+        lines.append(f"{s.target:<16} {s.cases:>7} {_random_cases(s):>7} {s.boundary:>6} {s.paths:>6} "
+                     f"{s.rejected:>7} {s.accepted:>9} {len(s.crashes):>8} {s.crash_cases:>12} {s.seconds:>8.1f}")
+    details = [f"  [{s.target}] {c.signature} x{c.count}: {c.message[:200]!a} (from {c.example_case[:160]!a})"
                for s in results for c in s.crashes.values()]
     if details:
         lines += ["", "crashes (signature x failing cases: message (input)):"] + details
@@ -1480,20 +1990,38 @@ def format_table(results: list[Stats]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(results: list[Stats]) -> str:
+    """One row per reader: cases (random mutations + boundary truncations + path cases), clean
+    errors (the documented error, naming the file), accepted (a result meeting the contract),
+    anything else (crashes, hangs, memory blow-ups, wrong results, unnamed files: the goal is 0)."""
+    lines = ["| reader | target | cases (random + boundary cuts + path cases) | clean errors | accepted | "
+             "anything else |", "|---|---|---|---|---|---|"]
+    for s in results:
+        split = f"{s.cases:,} ({_random_cases(s):,} + {s.boundary:,} + {s.paths})" if s.boundary or s.paths \
+            else f"{s.cases:,}"
+        lines.append(f"| {_label(s.target)} | `{s.target}` | {split} | {s.rejected:,} | {s.accepted:,} | "
+                     f"{s.crash_cases + s.skipped:,} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=10_000, help="cases per target (default 10000)")
+    parser.add_argument("--cases", type=int, default=10_000, help="random cases per target (default 10000)")
     parser.add_argument("--targets", default="all", help=f"comma-separated, from: {', '.join(TARGETS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=2.0, help="CPU seconds per case before it counts as a hang")
     parser.add_argument("--memory-gb", type=float, default=4.0,
                         help="address space allowed above the starting size (0 = unlimited)")
+    parser.add_argument("--boundary-limit", type=int, default=400,
+                        help="truncations at region boundaries per seed file (0 = none)")
     parser.add_argument("--in-process", action="store_true",
                         help="no child processes (faster start; a segfault ends the run)")
     parser.add_argument("--save-crashes", type=Path, default=None, help="write one example input per crash here")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the per-reader Markdown table here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fixed-from", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
@@ -1504,13 +2032,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         if args.in_process:
-            stats = fuzz(name, args.cases, args.seed, args.timeout, memory_bytes=int(args.memory_gb * (1 << 30)) or None)
+            stats = fuzz(name, args.cases, args.seed, args.timeout, memory_bytes=int(args.memory_gb * (1 << 30)) or None,
+                         fixed_from=0, boundary_limit=args.boundary_limit)
         else:
-            stats = fuzz_isolated(name, args.cases, args.seed, args.timeout, args.memory_gb)
+            stats = fuzz_isolated(name, args.cases, args.seed, args.timeout, args.memory_gb,
+                                  boundary_limit=args.boundary_limit)
         results.append(stats)
         print(f"{name}: {stats.cases} cases, {len(stats.crashes)} crash signature(s), {stats.seconds:.1f} s",
               file=sys.stderr, flush=True)
     print(format_table(results))
+    print()
+    print(format_markdown(results))
+    if args.markdown:
+        args.markdown.write_text(format_markdown(results) + "\n")
     if args.save_crashes:
         args.save_crashes.mkdir(parents=True, exist_ok=True)
         for s in results:

@@ -290,11 +290,18 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     path = find_recipe(name_or_path)
     overrides = list(overrides or [])
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:  # a directory named *.toml, no permission, a symlink loop
+        raise ConfigError("<file>", f"cannot read the recipe file: {exc.strerror or exc}", path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("<file>", f"not a text (UTF-8) file: byte {exc.start} is {exc.object[exc.start]:#04x}",
+                          path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("<file>", f"not valid TOML: {exc}", path) from None
     except ValueError as exc:  # valid TOML Python will not read, e.g. an integer of over 4300 digits
         raise ConfigError("<file>", f"unusable value: {exc}", path) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError("<file>", "arrays or inline tables nested too deeply to parse", path) from None
     try:
         return recipe_from_dict(apply_overrides(raw, overrides), str(path))
     except ConfigError as exc:

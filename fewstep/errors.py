@@ -3,6 +3,8 @@ file (and offset) or the config key at fault."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -40,6 +42,59 @@ class DataFormatError(FewstepError, ValueError):
         self.path, self.problem, self.offset = Path(path), problem, offset
         at = f" at byte offset {offset}" if offset is not None else ""
         super().__init__(f"{path}{at}: {problem}")
+
+
+class UnreadableFileError(DataFormatError, OSError):
+    """A data file cannot be opened or read at all (a directory, a symlink loop, ...): a
+    :class:`DataFormatError` naming the file that is also an ``OSError`` (``errno`` kept), so
+    callers that catch the operating system's error keep working. See :func:`unreadable_file`."""
+
+    __str__ = BaseException.__str__  # DataFormatError's one line, not OSError's "[Errno 2] ..."
+
+
+class MissingFileError(UnreadableFileError, FileNotFoundError):
+    """The data file does not exist (or is a dangling symlink)."""
+
+
+class IsADirectoryFileError(UnreadableFileError, IsADirectoryError):
+    """A directory where a data file is expected."""
+
+
+class NoPermissionFileError(UnreadableFileError, PermissionError):
+    """The data file may not be read."""
+
+
+class NotADirectoryFileError(UnreadableFileError, NotADirectoryError):
+    """A folder on the data file's path is a file."""
+
+
+_UNREADABLE: list[tuple[type[OSError], type[UnreadableFileError]]] = [
+    (FileNotFoundError, MissingFileError),
+    (IsADirectoryError, IsADirectoryFileError),
+    (PermissionError, NoPermissionFileError),
+    (NotADirectoryError, NotADirectoryFileError),
+]
+
+
+def unreadable_file(path: str | Path, exc: OSError) -> UnreadableFileError:
+    """The error for a data file that cannot be opened or read (missing, a directory, a symlink
+    loop, no permission): one line naming the file and the operating system's reason."""
+    cls = next((c for kind, c in _UNREADABLE if isinstance(exc, kind)), UnreadableFileError)
+    err = cls(path, f"cannot read the file: {exc.strerror or exc}")
+    err.errno, err.strerror = exc.errno, exc.strerror
+    return err
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while opening or reading ``path`` into :func:`unreadable_file`'s
+    error. Wrap only the file access: a decoder's own ``OSError`` (``gzip.BadGzipFile``) is not meant."""
+    try:
+        yield
+    except FewstepError:
+        raise
+    except OSError as exc:
+        raise unreadable_file(path, exc) from None
 
 
 class DatasetNotFoundError(FewstepError, FileNotFoundError):

@@ -1,8 +1,11 @@
 """Fuzzing of every file reader (and of STC), the fast CI subset of ``benchmarks/fuzz_readers.py``.
 
 Each reader gets a few hundred property-based cases (mutated real-format files, see the harness's
-docstring); the only allowed failure is :class:`fewstep.errors.DataFormatError`. Below, every crash
-the full fuzzing run found is pinned as a deterministic regression test.
+docstring), the path-level cases (missing file, directory, symlink loop, non-UTF-8 names, ...) and
+a sample of truncations at region boundaries; the only allowed failure is the documented error
+(:class:`fewstep.errors.DataFormatError`; ``ConfigError`` for recipes, ``CheckpointError`` for
+checkpoints) with a one-line message naming the file. Below, every crash the full fuzzing run
+found is pinned as a deterministic regression test.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ def _harness():
 
 READERS = ["idx-raw", "idx-gz", "cifar-pickle", "nmnist-bin", "aedat2", "aedat31", "gesture-labels", "aedat4",
            "prophesee-dat", "read_events"]
+LOADERS = ["config-toml", "checkpoint", "image-file"]  # recipes, checkpoints, images: fewer cases (slower calls)
 
 
-@pytest.mark.parametrize("target", READERS)
+@pytest.mark.parametrize("target", READERS + LOADERS)
 def test_reader_survives_fuzzing(target: str, tmp_path: Path) -> None:
     fuzz = _harness()
-    stats = fuzz.fuzz(target, CASES, seed=1, timeout=2.0, workdir=tmp_path)
-    assert stats.cases >= CASES * 0.9
+    cases = CASES if target in READERS else CASES // 2
+    stats = fuzz.fuzz(target, cases, seed=1, timeout=2.0, workdir=tmp_path, fixed_from=0, boundary_limit=6)
+    assert stats.paths == len(fuzz.PATH_CASES) and stats.boundary > 0
+    assert stats.cases - stats.paths - stats.boundary >= cases * 0.9
     assert stats.rejected > 0  # the mutations really produce malformed files...
     assert stats.accepted > 0 or target == "gesture-labels"  # ...and some still valid ones
     assert not stats.crashes, fuzz.format_table([stats])
@@ -66,6 +72,65 @@ def test_harness_counts_crashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert stats.rejected == 10 and stats.cases == 30
     assert {s.split(" at ")[0] for s in stats.crashes} == {"IndexError", "bad result: events are [('x', '<i2')]"}
     assert "IndexError" in fuzz.format_table([stats])
+    assert "| `nmnist-bin` | 30 | 10 | 0 | 20 |" in fuzz.format_markdown([stats])
+
+
+@pytest.mark.parametrize("outcome, signature", [
+    ("names another file", "DataFormatError does not name the file"),
+    ("memory", "memory blow-up (MemoryError"),
+    ("wrapped memory", "memory blow-up (wrapped in DataFormatError)"),
+    ("two lines", "DataFormatError spans lines"),
+    ("unsorted", "bad result: timestamps not sorted"),
+    ("negative", "bad result: negative timestamp -5"),
+    ("sleeps", "hang"),
+])
+def test_harness_counts_every_unclean_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: str,
+                                              signature: str) -> None:
+    """A documented error is clean only when its one-line message names the file; a memory blow-up
+    (also one a reader wrapped in its own error), unsorted or negative timestamps and a case that
+    blocks (no CPU used) are all counted as failures."""
+    import time
+
+    from fewstep.events.types import make_events
+
+    fuzz = _harness()
+    target = fuzz.TARGETS["nmnist-bin"]
+
+    def call(path: Path):
+        if outcome == "names another file":
+            raise DataFormatError(path.with_name("other.bin"), "bad")
+        if outcome == "memory":
+            return np.empty(8 << 30, np.uint8).sum()  # 8 GiB, above the 1 GiB allowed below
+        if outcome == "wrapped memory":
+            raise DataFormatError(path, "not a valid file: MemoryError: ")
+        if outcome == "two lines":
+            raise DataFormatError(path, "bad\nand worse")
+        if outcome == "sleeps":
+            time.sleep(30)
+        t = [5, 3] if outcome == "unsorted" else [-5, 3]
+        return make_events([0, 0], [0, 0], t, [1, 1]), (1, 1)
+
+    monkeypatch.setitem(fuzz.TARGETS, "nmnist-bin", fuzz.FileTarget("nmnist-bin", target.seeds, call, target.check))
+    stats = fuzz.fuzz("nmnist-bin", 1, timeout=0.2, workdir=tmp_path, memory_bytes=1 << 30)
+    assert stats.cases == 1 and stats.rejected == stats.accepted == 0
+    assert [s for s in stats.crashes if s.startswith(signature)], stats.crashes
+
+
+def test_boundary_cuts_cover_every_region_of_an_aedat31_file(tmp_path: Path) -> None:
+    """The deterministic truncations hit the header's end and every packet boundary (+-1 byte)."""
+    from fewstep.events.readers import write_aedat31
+    from fewstep.events.types import make_events
+
+    fuzz = _harness()
+    write_aedat31(tmp_path / "a.aedat", make_events([1] * 7, [2] * 7, range(7), [1] * 7), events_per_packet=3)
+    data = (tmp_path / "a.aedat").read_bytes()  # 7 events in packets of 3: 3 packets
+    cuts = fuzz.region_boundaries(data, "aedat31")
+    header_end = data.find(b"#!END-HEADER\r\n") + len(b"#!END-HEADER\r\n")
+    packets = [header_end + k * (28 + 3 * 8) for k in range(3)]
+    assert packets[2] + 28 + 8 == len(data)
+    for b in [header_end, *packets[1:], packets[2] + 4, packets[2] + 28]:
+        assert {b - 1, b, b + 1} <= set(cuts)
+    assert len(data) not in cuts and max(cuts) == len(data) - 1
 
 
 # ================================================================= regressions: crashes found by fuzzing
@@ -123,6 +188,9 @@ def test_cifar_deeply_nested_pickle_is_refused_before_loading(tmp_path: Path, bo
     (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00b.png\x86R.", "encoding"),  # was LookupError
     (b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\xff}.", "not a valid CIFAR pickle"),  # FRAME: was OverflowError
     (pickle.dumps({2**20000: 1}, protocol=2), "int key"),  # str(key): was ValueError (4300 digits)
+    (b"\x80\x02}r\xff\xff\xff\x7f.", "LONG_BINPUT to memo slot 2147483647"),  # a 16 GiB memo table: MemoryError
+    (b"(dp99999999999999\n.", "PUT to memo slot 99999999999999"),
+    (b"(dpx\n.", "PUT names no memo slot number"),
 ])
 def test_cifar_hostile_pickles_are_format_errors(tmp_path: Path, blob: bytes, match: str) -> None:
     from fewstep.data.cifar import safe_unpickle
@@ -355,3 +423,137 @@ def test_stc_whole_float_parameters_and_huge_pooling() -> None:
     for f in (2**31, 10**30):  # was: OverflowError in the int32 index arithmetic
         np.testing.assert_array_equal(stc(ev, (4, 3), 2, spatial_factor=f), one)
         np.testing.assert_array_equal(stc_batch([ev], (4, 3), 2, spatial_factor=f)[:, 0].numpy(), one)
+
+
+# ================================================================= regressions: path-level cases and time order
+
+
+def _reader_calls() -> dict[str, tuple[str, object]]:
+    """Every file entry point: ``name: (suffix, call(path))``."""
+    from fewstep.data.cifar import safe_unpickle
+    from fewstep.data.idx import read_idx
+    from fewstep.events import readers as r
+
+    return {"read_idx": (".gz", read_idx), "safe_unpickle": ("", safe_unpickle),
+            "read_nmnist_bin": (".bin", r.read_nmnist_bin), "read_aedat2": (".aedat", r.read_aedat2),
+            "read_aedat31": (".aedat", r.read_aedat31), "read_gesture_labels": (".csv", r.read_gesture_labels),
+            "read_aedat4": (".aedat4", r.read_aedat4), "read_aedat4_header": (".aedat4", r.read_aedat4_header),
+            "read_prophesee_dat": (".dat", r.read_prophesee_dat), "read_events": (".bin", r.read_events)}
+
+
+@pytest.mark.parametrize("kind, os_error", [
+    ("missing", FileNotFoundError), ("dangling-symlink", FileNotFoundError), ("directory", IsADirectoryError),
+    ("symlink-loop", OSError), ("self-symlink", OSError), ("parent-is-a-file", NotADirectoryError),
+    ("non-utf8-name (truncated file)", None), ("non-utf8-directory", None),
+])
+@pytest.mark.parametrize("reader", sorted(_reader_calls()))
+def test_unreadable_paths_are_one_data_format_error_naming_the_file(tmp_path: Path, reader: str, kind: str,
+                                                                    os_error: type | None) -> None:
+    """Was: the bare OSError (``[Errno 40] Too many levels of symbolic links``) from the first
+    ``open``; now the documented error naming the file, still the OSError for callers that catch it."""
+    fuzz = _harness()
+    suffix, call = _reader_calls()[reader]
+    valid = b"\x00\x00\x08\x01\x00\x00\x00\x02ab" if reader == "read_idx" else b"%" + b"\x00" * 63
+    path, _ = fuzz.path_case(kind, tmp_path, suffix, valid)
+    with pytest.raises(DataFormatError) as info:
+        call(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    if os_error is not None:
+        assert isinstance(info.value, os_error) and info.value.errno is not None
+        assert str(info.value).endswith(f"cannot read the file: {info.value.strerror}")
+
+
+def test_image_and_checkpoint_loaders_name_an_unreadable_file(tmp_path: Path) -> None:
+    from fewstep.data.imagefolder import decode_images
+    from fewstep.errors import CheckpointError
+    from fewstep.train.checkpoint import load_checkpoint
+
+    fuzz = _harness()
+    for i, kind in enumerate(["missing", "directory", "symlink-loop", "non-utf8-name (truncated file)"]):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        path, _ = fuzz.path_case(kind, folder, ".jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 60)
+        with pytest.raises(DataFormatError, match="cannot decode image") as info:
+            decode_images([path])
+        assert str(path) in str(info.value)
+        with pytest.raises(CheckpointError) as ckpt:
+            load_checkpoint(path)
+        assert str(path) in str(ckpt.value)
+
+
+@pytest.mark.parametrize("kind, match", [("directory", "cannot read the recipe file: Is a directory"),  # IsADirectoryError
+                                         ("symlink-loop", "no such recipe file"), ("missing", "no such recipe file")])
+def test_recipe_paths_that_cannot_be_read(tmp_path: Path, kind: str, match: str) -> None:
+    from fewstep.config import load_recipe
+    from fewstep.errors import ConfigError
+
+    path, _ = _harness().path_case(kind, tmp_path, ".toml", b"")
+    with pytest.raises(ConfigError, match=match) as info:
+        load_recipe(str(path))
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"name = '\xff'\n", "not a text .UTF-8. file: byte 8 is 0xff"),  # was a ConfigError quoting the codec
+    (b"x = " + b"[" * 2000 + b"]" * 2000 + b"\n", "nested too deeply"),  # was RecursionError from tomllib
+    (b"x = " + b"{a=" * 2000 + b"1" + b"}" * 2000 + b"\n", "nested too deeply"),
+])
+def test_recipe_contents_tomllib_cannot_take(tmp_path: Path, text: bytes, match: str) -> None:
+    from fewstep.config import load_recipe
+    from fewstep.errors import ConfigError
+
+    path = tmp_path / "r.toml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_recipe(str(path))
+    assert str(path) in str(info.value)
+
+
+_UNSORTED_T = [50, 10, 30, 10, 20]  # out of order, with a tie (stable: file order kept among equals)
+
+
+def _unsorted_events() -> np.ndarray:
+    from fewstep.events.types import make_events
+
+    return make_events([0, 1, 2, 3, 4], [5, 6, 7, 8, 9], _UNSORTED_T, [1, 0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("fmt", ["nmnist", "aedat2", "aedat31", "aedat4", "dat"])
+def test_readers_return_time_sorted_events(tmp_path: Path, fmt: str) -> None:
+    """Was: events in file order, so a file (or a corrupt timestamp) out of order gave an unsorted
+    stream, which STC's time bins and the gesture splitting silently get wrong."""
+    from fewstep.events import readers as r
+
+    ev = _unsorted_events()
+    p = tmp_path / f"rec.{fmt}"
+    if fmt == "nmnist":
+        r.write_nmnist_bin(p, ev)
+        got, _ = r.read_nmnist_bin(p)
+    elif fmt == "aedat2":
+        r.write_aedat2(p, ev)
+        got, _ = r.read_aedat2(p)
+    elif fmt == "aedat31":
+        r.write_aedat31(p, ev)
+        got, _ = r.read_aedat31(p)
+    elif fmt == "aedat4":
+        fuzz = _harness()
+        xml = fuzz.AEDAT4_XML.format(comp="NONE", w=40, h=30)
+        p.write_bytes(fuzz.build_aedat4([(0, fuzz._event_packet([(int(e["t"]), int(e["x"]), int(e["y"]), int(e["p"]))
+                                                                  for e in ev]))], 0, xml))
+        got, _ = r.read_aedat4(p)
+    else:
+        r.write_prophesee_dat(p, ev, (40, 30))
+        got, _ = r.read_prophesee_dat(p)
+    order = np.argsort(ev["t"], kind="stable")
+    assert got["t"].tolist() == sorted(_UNSORTED_T)
+    for field in "xyp":
+        assert got[field].tolist() == ev[field][order].tolist()
+
+
+def test_aedat4_negative_timestamps_are_refused(tmp_path: Path) -> None:
+    from fewstep.events.readers import read_aedat4
+
+    fuzz = _harness()
+    xml = fuzz.AEDAT4_XML.format(comp="NONE", w=40, h=30)
+    with pytest.raises(DataFormatError, match=r"negative timestamp -7 \(1 such events\)"):  # was returned as is
+        read_aedat4(_aedat4_with(tmp_path, xml, [(-7, 1, 1, 1), (5, 2, 2, 0)]))

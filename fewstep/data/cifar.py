@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
+from ..errors import DataFormatError, DatasetNotFoundError, DownloadError, reading
 from .base import ArrayDataset, DatasetSplits, register_dataset
 from .download import MIRROR_ENV, download_file
 
@@ -223,10 +223,19 @@ def _opcode_table() -> dict[int, tuple]:
 _OPCODES = _opcode_table()
 
 
+def _memo_slot(arg: memoryview, text: bool) -> int | None:
+    """The memo slot a ``PUT`` (decimal text) or ``BINPUT`` / ``LONG_BINPUT`` (little-endian) names."""
+    if not text:
+        return int.from_bytes(arg, "little")
+    digits = bytes(arg).strip()
+    return int(digits) if digits.isdigit() and len(digits) <= 19 else None
+
+
 def check_pickle_structure(path: str | Path, data: bytes, max_nesting: int = MAX_NESTING) -> None:
     """Walk the opcodes of ``data`` without building anything; refuse unknown opcodes, arguments
-    running past the end, a stack the opcodes do not fit, and containers nested deeper than
-    ``max_nesting``.
+    running past the end, a stack the opcodes do not fit, containers nested deeper than
+    ``max_nesting``, and memo slots beyond the file's size (``LONG_BINPUT 2**31``: the
+    unpickler would allocate a 16 GiB memo table for a 12-byte file).
 
     A few bytes of ``TUPLE1`` opcodes make a tuple nested 100,000 deep; used as a dict key or set
     element it is hashed recursively in C, which overflows the stack and kills the interpreter
@@ -278,6 +287,12 @@ def check_pickle_structure(path: str | Path, data: bytes, max_nesting: int = MAX
             stack.append(None)
             continue
         if kind == "put":
+            slot = len(memo) if arg is None else _memo_slot(arg, layout[0] == "lines")
+            if slot is None:
+                raise DataFormatError(path, f"not a valid CIFAR pickle: {name} names no memo slot number", start)
+            if slot > n:  # the unpickler sizes its memo table to the slot number
+                raise DataFormatError(path, f"not a valid CIFAR pickle: {name} to memo slot {slot}, more than the "
+                                            f"{n}-byte file can fill (it would allocate a table that large)", start)
             if stack and stack[-1] is not None:
                 memo[len(memo) if arg is None else bytes(arg)] = stack[-1]
             continue
@@ -325,7 +340,8 @@ def safe_unpickle(path: str | Path) -> dict[str, Any]:
     first (:func:`check_pickle_structure`) and nothing may allocate more than the file's size.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     check_pickle_structure(path, data)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), path, budget=len(data), encoding="bytes").load()

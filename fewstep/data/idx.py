@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataFormatError
+from ..errors import DataFormatError, reading
 
 __all__ = ["IDX_TYPES", "read_idx", "write_idx"]
 
@@ -219,7 +219,7 @@ def read_idx(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray
     claiming more than ``max_bytes`` of data, or a corrupt / truncated gzip stream.
     """
     path = Path(path)
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         magic = f.read(2)
     if magic == _GZIP_MAGIC:
         return _read_gzip(path, max_bytes)

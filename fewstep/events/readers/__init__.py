@@ -1,8 +1,10 @@
 """Readers (and small writers) for the event-camera file formats of the common datasets.
 
 Every reader returns ``(events, sensor_size)``: a :data:`~fewstep.events.types.EVENT_DTYPE`
-array and ``(width, height)``, and raises :class:`~fewstep.errors.DataFormatError` naming the
-file and byte offset when a file is truncated or malformed.
+array sorted by ``t`` and ``(width, height)``, and raises :class:`~fewstep.errors.DataFormatError`
+naming the file and byte offset when a file is truncated or malformed, and naming the file when it
+cannot be read at all (missing, a directory, a symlink loop: then the error is also the ``OSError``,
+e.g. ``FileNotFoundError``).
 
 =====================  ===========================  =====================================
 format                 reader                       datasets
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from .aedat2 import read_aedat2, write_aedat2
 from .aedat4 import read_aedat4, read_aedat4_header
 from .aedat31 import (
@@ -64,7 +66,7 @@ def read_events(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     :class:`DataFormatError` when neither identifies it.
     """
     path = Path(path)
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"#!AER-DAT4."):
         return read_aedat4(path)

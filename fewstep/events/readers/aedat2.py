@@ -31,8 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE, as_events
+from ._order import time_ordered
 
 MAGIC = b"#!AER-DAT2.0"
 DVS128_SENSOR_SIZE = (128, 128)
@@ -76,7 +77,8 @@ def read_aedat2(
     if orientation not in ("jaer", "spikingjelly"):
         raise ValueError(f"orientation must be 'jaer' or 'spikingjelly', not {orientation!r}")
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     if not data.startswith(MAGIC):
         raise DataFormatError(path, f"not an AEDAT 2.0 file: first line is not {MAGIC.decode()!r}", 0)
     _, start = parse_hash_header(data, path)
@@ -107,7 +109,7 @@ def read_aedat2(
         ev["x"], ev["y"] = 127 - raw_y, 127 - raw_x
     ev["t"] = t
     ev["p"] = 1 - (addr & 1)
-    return ev, DVS128_SENSOR_SIZE
+    return time_ordered(ev), DVS128_SENSOR_SIZE
 
 
 def write_aedat2(path: str | Path, events: np.ndarray, orientation: Orientation = "jaer") -> None:

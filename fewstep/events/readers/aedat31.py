@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE, as_events
+from ._order import time_ordered
 
 MAGIC = b"#!AER-DAT3."
 END_HEADER = "!END-HEADER"
@@ -103,14 +104,16 @@ def read_aedat31(
             (``DVS128`` -> 128x128, DAVIS240/346, DVXplorer), else from the largest coordinates.
 
     Returns:
-        ``(events, sensor_size)``, valid polarity events in file order.
+        ``(events, sensor_size)``, valid polarity events sorted by time (stably: file order
+        among equal timestamps).
 
     Raises:
         DataFormatError: bad magic or header, a packet header or body cut short, impossible
             packet sizes, or events outside the sensor; names the file and byte offset.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     lines, pos = _parse_header(data, path)
     chunks: list[np.ndarray] = []
     overflows: list[int] = []
@@ -178,7 +181,7 @@ def read_aedat31(
                 f"({int(bad.sum())} such events)",
                 offset,
             )
-    return ev, (int(sensor_size[0]), int(sensor_size[1]))
+    return time_ordered(ev), (int(sensor_size[0]), int(sensor_size[1]))
 
 
 def write_aedat31(
@@ -236,7 +239,8 @@ def read_gesture_labels(path: str | Path) -> np.ndarray:
             time range; the offset is the start of the offending line.
     """
     path = Path(path)
-    text = path.read_bytes()
+    with reading(path):
+        text = path.read_bytes()
     rows: list[tuple[int, int, int]] = []
     offset = 0
     for lineno, raw in enumerate(text.splitlines(keepends=True)):

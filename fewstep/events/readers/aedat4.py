@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE
+from ._order import time_ordered
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 MAX_SENSOR = 32768  # event coordinates are int16
@@ -194,7 +195,7 @@ def _decompressor(compression: int, path: Path):
 def read_aedat4_header(path: str | Path) -> tuple[int, int, list[Aedat4Stream], int]:
     """``(compression, dataTablePosition, streams, first_packet_offset)`` of an AEDAT 4 file."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         head = f.read(len(MAGIC) + 4)
         if not head.startswith(MAGIC):
             raise DataFormatError(path, "not an AEDAT 4.0 file: first line is not '#!AER-DAT4.0'", 0)
@@ -240,16 +241,18 @@ def read_aedat4(path: str | Path, stream: int | str | None = None) -> tuple[np.n
             or ``None`` for the first event stream.
 
     Returns:
-        ``(events, (sizeX, sizeY))``; ``t`` in absolute microseconds as recorded.
+        ``(events, (sizeX, sizeY))``; ``t`` in absolute microseconds as recorded, sorted (stably).
 
     Raises:
         DataFormatError: bad magic, malformed IOHeader or packet FlatBuffer, a packet cut short,
-            a data table beyond the end of the file (truncated), no event stream; names the file
+            a data table beyond the end of the file (truncated), no event stream, a negative
+            timestamp; names the file
             and the byte offset (of the packet, for problems inside a compressed packet).
         ImportError: the packets are compressed and ``lz4`` / ``zstandard`` is not installed.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     if not data.startswith(MAGIC):
         raise DataFormatError(path, "not an AEDAT 4.0 file: first line is not '#!AER-DAT4.0'", 0)
     if len(data) < len(MAGIC) + 4:
@@ -340,4 +343,11 @@ def read_aedat4(path: str | Path, stream: int | str | None = None) -> tuple[np.n
                 f"({int(bad.sum())} such events)",
                 packet_offsets[packet],
             )
-    return ev, (int(sensor[0]), int(sensor[1]))
+        early = ev["t"] < 0
+        if early.any():  # DV timestamps count microseconds since 1970: a negative one is corrupt
+            i = int(np.argmax(early))
+            packet = int(np.searchsorted(np.cumsum([len(c) for c in chunks]), i, side="right"))
+            raise DataFormatError(
+                path, f"negative timestamp {int(ev['t'][i])} ({int(early.sum())} such events)", packet_offsets[packet]
+            )
+    return time_ordered(ev), (int(sensor[0]), int(sensor[1]))

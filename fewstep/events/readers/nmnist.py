@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE, as_events
+from ._order import time_ordered
 
 RECORD_BYTES = 5
 NMNIST_SENSOR_SIZE = (34, 34)
@@ -42,14 +43,16 @@ def read_nmnist_bin(
             have varying sizes).
 
     Returns:
-        ``(events, sensor_size)``; events in file order (the recordings are time-ordered).
+        ``(events, sensor_size)``; events sorted by time (the recordings are time-ordered; a stable
+        sort puts any out-of-order record in place).
 
     Raises:
         DataFormatError: the size is not a multiple of 5 (truncated record) or a coordinate lies
             outside ``sensor_size``; the message names the file and the record's byte offset.
     """
     path = Path(path)
-    raw = np.fromfile(path, dtype=np.uint8)
+    with reading(path):
+        raw = np.fromfile(path, dtype=np.uint8)
     if raw.size % RECORD_BYTES:
         start = raw.size - raw.size % RECORD_BYTES
         raise DataFormatError(
@@ -88,7 +91,7 @@ def read_nmnist_bin(
 
     ev = np.empty(len(x), dtype=EVENT_DTYPE)
     ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
-    return ev, (int(sensor_size[0]), int(sensor_size[1]))
+    return time_ordered(ev), (int(sensor_size[0]), int(sensor_size[1]))
 
 
 def write_nmnist_bin(path: str | Path, events: np.ndarray) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataFormatError
+from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE, as_events
+from ._order import time_ordered
 
 EVENT2D, EVENT_CD, EVENT_EXT_TRIGGER = 0x00, 0x0C, 0x0E
 ATIS_GEN1_SENSOR_SIZE = (304, 240)
@@ -59,7 +60,8 @@ def read_prophesee_dat(
             outside the sensor; names the file and byte offset.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with reading(path):
+        data = path.read_bytes()
     if not data.startswith(b"%"):
         raise DataFormatError(path, "not a Prophesee .dat file: no '%' header", 0)
     offsets: dict[str, int] = {}
@@ -111,7 +113,7 @@ def read_prophesee_dat(
     if (ev["p"] > 1).any():
         i = int(np.argmax(ev["p"] > 1))
         raise DataFormatError(path, f"polarity {int(ev['p'][i])} is not 0 or 1", start + 8 * i)
-    return ev, (int(w), int(h))
+    return time_ordered(ev), (int(w), int(h))
 
 
 def write_prophesee_dat(path: str | Path, events: np.ndarray, sensor_size: tuple[int, int] | None = None) -> None:
