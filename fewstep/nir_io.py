@@ -67,7 +67,11 @@ threshold by :math:`dt R/\tau`); pass ``dt=1.0`` for tools that step in units of
 ``dt=1e-3`` for Norse's ``from_nir`` default. The graph's ``metadata`` records ``dt`` and
 ``timesteps``; :func:`import_nir` reads them back (its ``dt=`` overrides). ``import_nir``
 inverts the mapping: :math:`\lambda = 1 - dt/\tau`, input gain :math:`g = dt R / \tau` (``dt R``
-for IF); a gain other than 1 becomes a :class:`Scale` module before the neuron.
+for IF); a gain other than 1 becomes a :class:`Scale` module before the neuron (a gain within a few ulps of 1 in the
+dtype of the node's parameters, e.g. float32 round-off of ``tau / dt``, counts as exactly 1).
+
+**Versions.** fewstep needs ``nir >= 1.0.6`` (:data:`NIR_MIN_VERSION`; older releases have no
+``v_reset`` on ``IF`` / ``LIF``); export and import raise one ``ImportError`` saying so otherwise.
 
 **Where the semantics differ** (documented, not hidden):
 
@@ -91,6 +95,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,24 +109,70 @@ from .layers import DirectEncoding, TimeFold
 from .models.base import SpikingModel
 from .neurons import IF, LIF, SpikingNeuron
 
-__all__ = ["DEFAULT_DT", "NIRError", "NIRModel", "Scale", "export_nir", "import_nir"]
+__all__ = ["DEFAULT_DT", "NIR_MIN_VERSION", "NIRError", "NIRModel", "Scale", "export_nir", "import_nir"]
 
 DEFAULT_DT = 1e-4
 """The ``dt`` export and import assume when none is given: snnTorch's fixed NIR time step."""
 
-_GAIN_TOL = 1e-9  # |gain - 1| below this is taken as a gain of exactly 1 (float round-off of tau/dt)
+NIR_MIN_VERSION = (1, 0, 6)
+"""The oldest ``nir`` release fewstep reads and writes: 1.0.6 gave ``IF`` / ``LIF`` their ``v_reset``
+(older releases fail on ``v_reset=`` with ``unexpected keyword argument``)."""
+
+_GAIN_ULPS = 8
+"""A NIR input gain within this many float ulps of 1 is taken as exactly 1 (see :func:`_gain_tol`)."""
 
 
 class NIRError(FewstepError, ValueError):
     """A model cannot be written as NIR, or a NIR graph cannot be built as a fewstep model."""
 
 
+def _nir_version() -> str | None:
+    """The installed ``nir`` distribution's version string (``None`` when its metadata is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nir")
+    except PackageNotFoundError:
+        return None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """``"1.0.8"`` -> ``(1, 0, 8)``; ``"1.0.6rc1"`` -> ``(1, 0, 6)`` (leading integers only)."""
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = re.match(r"\d+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
 def _nir():
+    """The ``nir`` module, after checking it is installed and at least :data:`NIR_MIN_VERSION`."""
     try:
         import nir
     except ImportError:
         raise ImportError("NIR export/import needs the 'nir' package: pip install 'fewstep[nir]'") from None
+    found = _nir_version()
+    floor = ".".join(map(str, NIR_MIN_VERSION))
+    if found is not None and _version_tuple(found) < NIR_MIN_VERSION:
+        raise ImportError(f"fewstep's NIR export/import needs nir >= {floor} (IF/LIF with v_reset), found nir {found}: "
+                          f"pip install 'nir>={floor}'")
     return nir
+
+
+def _gain_tol(dtype: torch.dtype | np.dtype = torch.float32) -> float:
+    """How far from 1 an input gain ``dt r / tau`` may be and still count as exactly 1.
+
+    The parameters of a NIR graph are usually float32 arrays, so ``tau / dt`` and back lose a
+    few float32 ulps (about 1e-7); anything within :data:`_GAIN_ULPS` ulps of the parameters'
+    dtype is round-off, not a gain, and must not become a ``Scale`` module."""
+    if isinstance(dtype, torch.dtype):
+        eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float64).eps
+    else:
+        dt = np.dtype(dtype)
+        eps = float(np.finfo(dt).eps) if np.issubdtype(dt, np.floating) else float(np.finfo(np.float64).eps)
+    return _GAIN_ULPS * float(eps)
 
 
 class Scale(nn.Module):
@@ -421,7 +472,9 @@ def _neuron_from_node(nir, node, dt: float, where: str) -> list[nn.Module]:
         neuron = LIF(decay=lam, v_threshold=thr, v_reset=v_reset)
         gain = dt * r / tau
     mods: list[nn.Module] = [neuron]
-    if abs(gain - 1.0) > _GAIN_TOL:
+    dtypes = [np.asarray(a).dtype for a in (node.r, getattr(node, "tau", node.r))]
+    coarsest = max(dtypes, key=lambda d: _gain_tol(d))
+    if abs(gain - 1.0) > _gain_tol(coarsest):
         mods.insert(0, Scale(float(gain)))
     return mods
 
