@@ -463,6 +463,24 @@ def _add_max_pool(g: _Graph, m: nn.MaxPool2d, name: str, out_shape: tuple[int, .
     g.heads, g.shape = heads, out_shape
 
 
+_STATELESS = (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.MaxPool2d)
+
+
+def _unsupported(m: nn.Module, where: str) -> NIRError:
+    """The error for a module :func:`export_nir` has no mapping for, with the reason."""
+    kind = type(m).__name__
+    if isinstance(m, nn.ReLU) or kind == "ClippedReLU":
+        return NIRError(f"{where}: a {kind} (an ANN activation) has no NIR equivalent; NIR describes spiking and "
+                        "continuous-time nodes. Convert the DNN first (fewstep convert), then export the SNN")
+    if hasattr(m, "shortcut") or "Block" in kind:
+        return NIRError(f"{where}: a residual block (output = branch + shortcut). NIR can express the sum of two "
+                        "paths, but fewstep's exporter writes chains (and its neuron composites) only; residual "
+                        "models are not exported yet")
+    return NIRError(f"{where}: no NIR mapping for {kind}; supported: Conv2d, Linear, BatchNorm1d/2d (folded), "
+                    "AvgPool2d, AdaptiveAvgPool2d, MaxPool2d (of spikes), Flatten, Dropout, SCB exp synapses, "
+                    "IF/LIF/PLIF/MT-LIF/STCB/converted IF neurons")
+
+
 def export_nir(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, dt: float = DEFAULT_DT,
                gain: str = "r"):
     """Write ``model`` as a ``nir.NIRGraph`` (see the module docstring for the mapping).
@@ -521,6 +539,8 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
                     pending.update(weight=w, bias=b)
                     x = m(x)
                     continue
+                if not isinstance(m, _STATELESS):
+                    raise _unsupported(m, where)
                 y = m(x)
                 out_shape = tuple(y.shape[1:])
                 if isinstance(m, nn.Conv2d):
@@ -542,17 +562,9 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
                 elif isinstance(m, nn.Flatten):
                     pending = None
                     g.feed(name, _flatten_node(nir, m, shape, where), out_shape)
-                elif isinstance(m, nn.MaxPool2d):
+                else:  # nn.MaxPool2d
                     pending = None
                     _add_max_pool(g, m, name, out_shape, where)
-                elif isinstance(m, nn.ReLU) or type(m).__name__ == "ClippedReLU":
-                    raise NIRError(f"{where}: a {type(m).__name__} (an ANN activation) has no NIR equivalent; NIR "
-                                   "describes spiking and continuous-time nodes. Convert the DNN first "
-                                   "(fewstep convert), then export the SNN")
-                else:
-                    raise NIRError(f"{where}: no NIR mapping for {type(m).__name__}; supported: Conv2d, Linear, "
-                                   "BatchNorm1d/2d (folded), AvgPool2d, AdaptiveAvgPool2d, MaxPool2d (of spikes), "
-                                   "Flatten, Dropout, SCB exp synapses, IF/LIF/PLIF/MT-LIF/STCB/converted IF neurons")
                 x = y
     finally:
         for m, mode in modes.items():
