@@ -72,8 +72,10 @@ def input_shape(recipe) -> tuple[tuple[int, ...], int, bool]:
 
 
 def stimulate(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BN statistics and ``Linear`` weights that make every layer of an untrained model fire."""
+    """BN statistics and ``Linear`` weights that make every layer of an untrained model fire (and,
+    in a model without BN, e.g. a converted SNN, conv weights doubled)."""
     gen = torch.Generator().manual_seed(seed)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -84,6 +86,8 @@ def stimulate(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.bias.copy_(torch.rand(c, generator=gen) * 0.6 + 0.2)
             if isinstance(m, nn.Linear):
                 m.weight.mul_(3)
+            if isinstance(m, nn.Conv2d) and not has_bn:
+                m.weight.mul_(2)
     return model.eval()
 
 

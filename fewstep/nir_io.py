@@ -53,8 +53,13 @@ max; fewstep writes it only for spikes, e.g. not ``cifar_fast``'s pool between B
 neuron); MT-LIF with hard reset and ``K > 1`` (its counts test the membrane before a reset no
 NIR node exposes); STCB ``forward="count"`` (not causal); a converted neuron's initial membrane
 ``theta != 0`` (NIR fixes no initial state); the ``causal`` SCB synapse (would need ``Delay``
-nodes, not written); ANN activations (DNNs: convert them first); residual models (a DAG, not
-written by this exporter: fewstep writes chains and the composites above).
+nodes, not written); ANN activations (DNNs: convert them first); residual blocks other than
+:class:`~fewstep.models.stcb_models.STCBBasicBlock` (NIR can express them; not written yet).
+
+**Residual blocks.** An ``STCBBasicBlock`` (``sn2(conv2(stcb1(x)) + shortcut(x))``, the
+``stcb_resnet19`` recipes) is written as two paths from the block's input, the conv branch and
+the shortcut (nothing for an identity, else its 1x1 conv with the BN folded), both feeding the
+second conversion neuron, which sums them.
 
 **Importing.** :func:`import_nir` reads chains of ``Affine`` / ``Linear`` / ``Conv2d`` /
 ``AvgPool2d`` / ``SumPool2d`` / ``Flatten`` / ``Scale`` / ``IF`` / ``LIF`` (so every hard-reset
@@ -239,7 +244,24 @@ def _is_plain_sequential(m: nn.Module) -> bool:
     return isinstance(m, nn.Sequential) and type(m).forward in (nn.Sequential.forward, TimeFold.forward)
 
 
-def _chain(model: nn.Module) -> list[nn.Module]:
+class _Residual:
+    """A residual block in :func:`_chain`'s output: ``after(branch(x) + shortcut(x))`` (leaf lists)."""
+
+    def __init__(self, branch: list, shortcut: list, after: list) -> None:
+        self.branch, self.shortcut, self.after = branch, shortcut, after
+
+
+def _residual(model: nn.Module) -> _Residual | None:
+    """The parts of an :class:`~fewstep.models.stcb_models.STCBBasicBlock` (``sn2(conv2(stcb1(x)) +
+    shortcut(x))``), or ``None`` for any other module."""
+    from .models.stcb_models import STCBBasicBlock
+
+    if isinstance(model, STCBBasicBlock) and type(model).forward is STCBBasicBlock.forward:
+        return _Residual(_chain(model.stcb1) + _chain(model.conv2), _chain(model.shortcut), _chain(model.sn2))
+    return None
+
+
+def _chain(model: nn.Module) -> list:
     """The leaf modules of a sequential model, in forward order.
 
     An :class:`~fewstep.layers.SCB` is its stateless modules, then its :class:`Synapse`; an
@@ -260,7 +282,8 @@ def _chain(model: nn.Module) -> list[nn.Module]:
         return [leaf for child in model.children() for leaf in _chain(child)]
     if isinstance(model, (DirectEncoding, nn.Dropout, nn.Identity)):
         return []
-    return [model]
+    block = _residual(model)
+    return [block] if block is not None else [model]
 
 
 def _full(shape: tuple[int, ...], value: float) -> np.ndarray:
@@ -301,6 +324,7 @@ class _Graph:
         self.edges: list[tuple[str, str]] = []
         self.heads: list[str] = ["input"]
         self.spikes: dict | None = None  # {"amplitude": float, "neuron": name} while heads are spike trains
+        self.pending: dict | None = None  # the last Conv2d/Linear, still open for a BatchNorm to fold in
         self.shape = shape_in
 
     def add(self, name: str, node, shape_in: tuple[int, ...], shape_out: tuple[int, ...],
@@ -319,6 +343,9 @@ class _Graph:
         if spikes is None or (spikes["amplitude"] == 1.0 and not (one_head and len(self.heads) > 1)):
             return
         name = f"{spikes['neuron']}_amplitude"
+        if name in self.nodes:  # already written from these heads (the other path of a residual block)
+            self.heads = [name]
+            return
         node = self.nir.Scale(scale=_full(self.shape, spikes["amplitude"]))
         self.heads = [self.add(name, node, self.shape, self.shape, self.heads)]
 
@@ -463,6 +490,80 @@ def _add_max_pool(g: _Graph, m: nn.MaxPool2d, name: str, out_shape: tuple[int, .
     g.heads, g.shape = heads, out_shape
 
 
+def _walk(g: _Graph, leaves: list, x: torch.Tensor, names: dict[int, str]) -> torch.Tensor:
+    """Write ``leaves`` (from :func:`_chain`) into ``g``; ``x`` is a zero input of the current
+    shape (run through the stateless modules to follow the shapes). Returns the output's ``x``."""
+    nir = g.nir
+    for m in leaves:
+        if isinstance(m, _Residual):
+            x = _walk_residual(g, m, x, names)
+            continue
+        name = names.get(id(m), f"node{len(g.nodes)}")
+        where = f"{name} ({type(m).__name__})"
+        shape = tuple(x.shape[1:])
+        if isinstance(m, SpikingNeuron):
+            g.pending = None
+            _add_neuron(g, m, name, where)
+            continue
+        if isinstance(m, Synapse):
+            g.pending = None
+            _add_synapse(g, m, name, where)
+            continue
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if g.pending is None:
+                raise NIRError(f"{where}: a BatchNorm is folded into the Conv2d/Linear right before it; "
+                               "this one follows no such layer")
+            w, b = _fold_bn(g.pending["weight"], g.pending["bias"], m)
+            g.pending.update(weight=w, bias=b)
+            x = m(x)
+            continue
+        if not isinstance(m, _STATELESS):
+            raise _unsupported(m, where)
+        y = m(x)
+        out_shape = tuple(y.shape[1:])
+        g.pending = None
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros":
+                raise NIRError(f"{where}: padding_mode={m.padding_mode!r}; NIR Conv2d pads with zeros")
+            g.pending = {"kind": "conv", "module": m, "weight": m.weight.detach().float(),
+                         "bias": None if m.bias is None else m.bias.detach().float(), "in": shape}
+            g.feed(name, g.pending, out_shape)
+        elif isinstance(m, nn.Linear):
+            if len(shape) != 1:
+                raise NIRError(f"{where}: Linear on input of shape {shape}; NIR's Affine takes vectors "
+                               "(put a Flatten before it)")
+            g.pending = {"kind": "linear", "module": m, "weight": m.weight.detach().float(),
+                         "bias": None if m.bias is None else m.bias.detach().float()}
+            g.feed(name, g.pending, out_shape)
+        elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            g.feed(name, _pool_node(nir, m, shape, out_shape, where), out_shape)
+        elif isinstance(m, nn.Flatten):
+            g.feed(name, _flatten_node(nir, m, shape, where), out_shape)
+        else:  # nn.MaxPool2d
+            _add_max_pool(g, m, name, out_shape, where)
+        x = y
+    return x
+
+
+def _walk_residual(g: _Graph, block: _Residual, x: torch.Tensor, names: dict[int, str]) -> torch.Tensor:
+    """``after(branch(x) + shortcut(x))``: both paths start from the block's input heads; the
+    node after the sum receives the heads of both (NIR sums a node's inputs)."""
+    start = (list(g.heads), g.spikes, g.shape)
+    outputs = []
+    for path in (block.branch, block.shortcut):
+        g.heads, g.spikes, g.shape = list(start[0]), start[1], start[2]
+        g.pending = None
+        y = _walk(g, path, x, names)
+        g.settle(one_head=False)  # a pending spike amplitude is written on its own path
+        outputs.append((list(g.heads), y))
+    (heads_a, y_a), (heads_b, y_b) = outputs
+    if tuple(y_a.shape) != tuple(y_b.shape):
+        raise NIRError(f"residual block: branch output {tuple(y_a.shape[1:])} and shortcut output "
+                       f"{tuple(y_b.shape[1:])} differ")
+    g.heads, g.spikes, g.pending, g.shape = heads_a + heads_b, None, None, tuple(y_a.shape[1:])
+    return _walk(g, block.after, y_a + y_b, names)
+
+
 _STATELESS = (nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.MaxPool2d)
 
 
@@ -474,8 +575,7 @@ def _unsupported(m: nn.Module, where: str) -> NIRError:
                         "continuous-time nodes. Convert the DNN first (fewstep convert), then export the SNN")
     if hasattr(m, "shortcut") or "Block" in kind:
         return NIRError(f"{where}: a residual block (output = branch + shortcut). NIR can express the sum of two "
-                        "paths, but fewstep's exporter writes chains (and its neuron composites) only; residual "
-                        "models are not exported yet")
+                        "paths, but fewstep writes only STCBBasicBlock's; this block is not exported yet")
     return NIRError(f"{where}: no NIR mapping for {kind}; supported: Conv2d, Linear, BatchNorm1d/2d (folded), "
                     "AvgPool2d, AdaptiveAvgPool2d, MaxPool2d (of spikes), Flatten, Dropout, SCB exp synapses, "
                     "IF/LIF/PLIF/MT-LIF/STCB/converted IF neurons")
@@ -513,59 +613,11 @@ def export_nir(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
     leaves = _chain(model)
 
     g = _Graph(nir, float(dt), shape_in, gain)
-    pending: dict[str, Any] | None = None  # the last Conv2d/Linear, still open for a BatchNorm to fold in
-    x = torch.zeros(1, *shape_in)
     modes = {m: m.training for m in model.modules()}  # restored one by one afterwards
     model.eval()
     try:
         with torch.no_grad():
-            for m in leaves:
-                name = names.get(id(m), f"node{len(g.nodes)}")
-                where = f"{name} ({type(m).__name__})"
-                shape = tuple(x.shape[1:])
-                if isinstance(m, SpikingNeuron):
-                    pending = None
-                    _add_neuron(g, m, name, where)
-                    continue
-                if isinstance(m, Synapse):
-                    pending = None
-                    _add_synapse(g, m, name, where)
-                    continue
-                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                    if pending is None:
-                        raise NIRError(f"{where}: a BatchNorm is folded into the Conv2d/Linear right before it; "
-                                       "this one follows no such layer")
-                    w, b = _fold_bn(pending["weight"], pending["bias"], m)
-                    pending.update(weight=w, bias=b)
-                    x = m(x)
-                    continue
-                if not isinstance(m, _STATELESS):
-                    raise _unsupported(m, where)
-                y = m(x)
-                out_shape = tuple(y.shape[1:])
-                if isinstance(m, nn.Conv2d):
-                    if m.padding_mode != "zeros":
-                        raise NIRError(f"{where}: padding_mode={m.padding_mode!r}; NIR Conv2d pads with zeros")
-                    pending = {"kind": "conv", "module": m, "weight": m.weight.detach().float(),
-                               "bias": None if m.bias is None else m.bias.detach().float(), "in": shape}
-                    g.feed(name, pending, out_shape)
-                elif isinstance(m, nn.Linear):
-                    if len(shape) != 1:
-                        raise NIRError(f"{where}: Linear on input of shape {shape}; NIR's Affine takes vectors "
-                                       "(put a Flatten before it)")
-                    pending = {"kind": "linear", "module": m, "weight": m.weight.detach().float(),
-                               "bias": None if m.bias is None else m.bias.detach().float()}
-                    g.feed(name, pending, out_shape)
-                elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-                    pending = None
-                    g.feed(name, _pool_node(nir, m, shape, out_shape, where), out_shape)
-                elif isinstance(m, nn.Flatten):
-                    pending = None
-                    g.feed(name, _flatten_node(nir, m, shape, where), out_shape)
-                else:  # nn.MaxPool2d
-                    pending = None
-                    _add_max_pool(g, m, name, out_shape, where)
-                x = y
+            _walk(g, leaves, torch.zeros(1, *shape_in), names)
     finally:
         for m, mode in modes.items():
             m.training = mode

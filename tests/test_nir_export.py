@@ -166,6 +166,21 @@ def test_stcb_vgg_exports_exactly():
     assert_reference_runs_it_exactly(model, torch.rand(3, 1, 12, 12) * 3)
 
 
+def test_stcb_resnet_residual_blocks_export_exactly():
+    # cifar10-stcb-t2's model (stcb_resnet19: identity and conv shortcuts), at 1/32 width on 8x8
+    model = stimulate(build_model("stcb_resnet19", num_classes=10, input_shape=(3, 8, 8), timesteps=2,
+                                  neuron=NeuronSpec(kind="if", reset="soft"), width_mult=1 / 32, hidden=8))
+    graph = export_nir(model)
+    into = {}
+    for a, b in graph.edges:
+        into.setdefault(b, []).append(a)
+    block = "body_layer1_0_sn2"  # identity shortcut: the conv branch and the block's input spikes
+    assert set(into[block]) == {"body_layer1_0_conv2_0", "body_sn0_spike", "body_layer1_0_sn2_reset"}
+    conv_shortcut = "body_layer2_0_sn2"  # a 1x1 conv + BN shortcut
+    assert "body_layer2_0_shortcut_0" in into[conv_shortcut]
+    assert_reference_runs_it_exactly(model, torch.rand(2, 3, 8, 8) * 2, graph)
+
+
 def test_import_of_a_composite_says_what_it_cannot_read():
     with pytest.raises(NIRError, match="successors|cycle"):
         import_nir(export_nir(mlp(lambda: LIF(reset="soft"))))
