@@ -330,7 +330,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     check_output_folder(out, resume, overwrite)
     check_init_checkpoint(recipe)
     log = log or (lambda msg: print(msg, flush=True))  # flushed: logs piped to files stay current
-    rank, world = dist_utils.setup()
+    rank, world = dist_utils.setup(device)  # the backend follows the device
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
     if not ctx.is_main:
         log = lambda _msg: None  # noqa: E731  (one process speaks)
