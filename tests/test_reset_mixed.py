@@ -15,10 +15,29 @@ from torch import nn
 
 from fewstep.neurons import LIF, MTLIF, reset_net
 
-sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron", reason="SpikingJelly is not installed or does not import (2.0 needs loguru)")
-snn = pytest.importorskip("snntorch", reason="snnTorch is not installed")
-
 T, B = 6, 3
+
+
+def _sj():
+    return pytest.importorskip("spikingjelly.activation_based.neuron",
+                               reason="SpikingJelly is not installed or does not import (2.0 needs loguru)")
+
+
+def _snn():
+    return pytest.importorskip("snntorch", reason="snnTorch is not installed")
+
+
+# One stateful peer neuron each, as built inside a network (single-step: [B, ...] per call), with
+# the input gain at which its spikes depend on the membrane it carries: an input of about 1.6 a
+# step for SpikingJelly's LIF nodes (their membrane relaxes towards the input, so they need more
+# than the threshold of 1 to fire), about 0.5 for the integrating ones (else they fire every step).
+PEERS = {
+    "spikingjelly-LIFNode": (lambda: _sj().LIFNode(tau=2.0, step_mode="s"), 1.0),
+    "spikingjelly-IFNode": (lambda: _sj().IFNode(step_mode="s"), 0.3),
+    "spikingjelly-ParametricLIFNode": (lambda: _sj().ParametricLIFNode(step_mode="s"), 1.0),
+    "snntorch-Leaky": (lambda: _snn().Leaky(beta=0.9, init_hidden=True), 0.3),
+    "snntorch-Synaptic": (lambda: _snn().Synaptic(alpha=0.9, beta=0.8, init_hidden=True), 0.3),
+}
 
 
 def _inputs(seed: int) -> torch.Tensor:
@@ -26,17 +45,19 @@ def _inputs(seed: int) -> torch.Tensor:
     return torch.rand(T, B, 5, generator=g) * 2.0 + 0.5  # positive drive: membranes build up over the steps
 
 
-def _excitatory(n_in: int, n_out: int) -> nn.Linear:
-    """A layer with non-negative weights, so that every neuron behind it fires and keeps state."""
+def _excitatory(n_in: int, n_out: int, gain: float = 1.0) -> nn.Linear:
+    """A layer with non-negative weights, so that every neuron behind it fires and keeps state
+    (with a small ``gain`` only after several steps of integration)."""
     lin = nn.Linear(n_in, n_out)
     with torch.no_grad():
-        lin.weight.abs_()
+        lin.weight.abs_().mul_(gain)
         lin.bias.zero_()
     return lin
 
 
 def _streaming_net() -> nn.Sequential:
     """One step per call ([B, ...]); state persists across calls until reset_net."""
+    sj_neuron, snn = _sj(), _snn()
     torch.manual_seed(0)
     return nn.Sequential(
         _excitatory(5, 16),
@@ -57,6 +78,7 @@ def _run_steps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_reset_net_resets_fewstep_spikingjelly_and_snntorch_neurons():
     net = _streaming_net()
     fresh = copy.deepcopy(net)  # the same weights, never run
+    reset_net(fresh)  # harmless before the first forward
     fewstep_lif, sj_lif, snn_leaky = net[1], net[3], net[5]
     first = _run_steps(net, _inputs(1))
     assert first.abs().sum() > 0
@@ -74,13 +96,13 @@ def test_reset_net_resets_fewstep_spikingjelly_and_snntorch_neurons():
     assert torch.equal(_run_steps(net, x), _run_steps(fresh, x))
 
 
-@pytest.mark.parametrize("peer", ["spikingjelly", "snntorch"])
+@pytest.mark.parametrize("peer", sorted(PEERS))
 def test_each_peer_alone_is_reset(peer):
-    """Without the reset the peer's leftover membrane changes the second sample's output."""
+    """Without the reset the peer's leftover state changes the second sample's output."""
+    make, gain = PEERS[peer]
+    neuron = make()
     torch.manual_seed(0)
-    neuron = sj_neuron.LIFNode(tau=2.0, step_mode="s") if peer == "spikingjelly" else snn.Leaky(
-        beta=0.9, init_hidden=True)
-    net = nn.Sequential(_excitatory(5, 8), neuron, nn.Linear(8, 4))
+    net = nn.Sequential(_excitatory(5, 8, gain), neuron, nn.Linear(8, 4))
     fresh = copy.deepcopy(net)
     stale = copy.deepcopy(net)
     x = _inputs(2)
@@ -94,6 +116,7 @@ def test_each_peer_alone_is_reset(peer):
 
 def test_reset_net_multistep_fewstep_and_spikingjelly():
     """Time-major [T, B, ...] calls: fewstep neurons keeping state and SpikingJelly's multi-step nodes."""
+    sj_neuron = _sj()
     torch.manual_seed(0)
     net = nn.Sequential(
         _excitatory(5, 16),
