@@ -60,11 +60,12 @@ def available() -> bool:
 
 
 def _enabled() -> bool:
-    """Kernels on (``FEWSTEP_KERNELS``) and not being traced by ``torch.compile``: dynamo cannot see
-    through ctypes, so compiled graphs use PyTorch's own ops (which inductor fuses)."""
+    """Kernels on (``FEWSTEP_KERNELS``) and not being traced by ``torch.compile`` or ``torch.jit.trace``
+    (the legacy ONNX exporter): neither sees through ctypes, so compiled and exported graphs use
+    PyTorch's own ops (which inductor fuses)."""
     mode = os.environ.get("FEWSTEP_KERNELS", "auto").strip().lower()
     return (mode in ("", "auto", "cpu") and os.environ.get("FEWSTEP_REFERENCE") != "1"
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
 
 
 def _threads(n: int) -> int:

@@ -75,7 +75,9 @@ def multistep(
     ``need_membrane=False`` lets a fused kernel skip writing the membrane (then
     ``StepOutput.membrane`` may be ``None``)."""
     mode = os.environ.get("FEWSTEP_KERNELS", "").strip().lower()
-    if os.environ.get("FEWSTEP_REFERENCE") != "1" and mode != "reference":
+    # Under torch.jit.trace (the legacy ONNX exporter) a kernel's output would not be traced:
+    # the exported graph must hold the reference's PyTorch ops.
+    if os.environ.get("FEWSTEP_REFERENCE") != "1" and mode != "reference" and not torch.jit.is_tracing():
         if not _BUILTINS_LOADED and (x_seq.device.type != "cpu" or mode == "triton"):
             _load_builtin_kernels()  # CPU-only runs never pay for importing Triton
         for kernel in _KERNELS:

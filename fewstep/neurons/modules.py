@@ -17,6 +17,7 @@ carried to the next step) from the two records.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import nn
@@ -205,13 +206,47 @@ class MTLIF(SpikingNeuron):
         super().__init__(num_thresholds=num_thresholds, **kwargs)
 
 
+# Where a peer library defines the base class of its stateful modules. reset_net looks them up in
+# sys.modules instead of importing them: a model holding such a module has imported its library.
+_SPIKINGJELLY_BASES = ("spikingjelly.activation_based.base", "spikingjelly.clock_driven.base")
+
+
+def _is_spikingjelly_memory(m: nn.Module) -> bool:
+    for name in _SPIKINGJELLY_BASES:
+        base = getattr(sys.modules.get(name), "MemoryModule", None)
+        if isinstance(base, type) and isinstance(m, base):
+            return True
+    return False
+
+
+def _method(m: nn.Module, name: str):
+    f = getattr(m, name, None)
+    return f if callable(f) else None
+
+
 def reset_net(model: nn.Module) -> None:
-    """Reset the state of every spiking neuron (and any module with ``reset_state``) in ``model``."""
+    """Reset the state of every stateful module in ``model``, fewstep's and its peers', so that the
+    next sample starts as on a freshly built model.
+
+    * fewstep neurons (:meth:`SpikingNeuron.reset`) and any module with a ``reset_state()``
+      method (fewstep's stateful layers);
+    * SpikingJelly modules derived from ``MemoryModule`` (neurons, stateful layers): their
+      ``reset()``, as ``spikingjelly.activation_based.functional.reset_net`` does;
+    * snnTorch neurons (``Leaky``, ``Synaptic``, ``Alpha``, ...): their ``reset_mem()``, which
+      zeroes this neuron's hidden state (``snntorch.utils.reset`` would reset every instance of
+      the class, in all models).
+
+    Norse modules carry no hidden state (it is passed in and returned), so there is nothing to
+    reset. The peers are recognised without importing them."""
     for m in model.modules():
         if isinstance(m, SpikingNeuron):
             m.reset()
-        elif hasattr(m, "reset_state") and callable(m.reset_state):
-            m.reset_state()
+        elif (f := _method(m, "reset_state")) is not None:
+            f()
+        elif _is_spikingjelly_memory(m):
+            m.reset()
+        elif (f := _method(m, "reset_mem")) is not None:
+            f()
 
 
 def set_step_mode(model: nn.Module, step_mode: str) -> None:

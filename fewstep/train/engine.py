@@ -393,7 +393,7 @@ class TrainingRun:
 def start_run(out: Path, device: str | None, log: Callable[[str], None]) -> tuple[RunContext, Callable[[str], None]]:
     """Join the process group (one process without DDP), pick the device, make ``out`` on rank 0;
     only rank 0 logs."""
-    rank, world = dist_utils.setup()
+    rank, world = dist_utils.setup(device)  # the backend follows the device
     ctx = RunContext(resolve_device(device) if world == 1 else dist_utils.rank_device(device), rank, world)
     if not ctx.is_main:
         return ctx, lambda _msg: None
