@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..augment_spec import EventAugmentSpec
 from ..causal import is_causal
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
@@ -352,6 +353,14 @@ def train(recipe: Recipe, out_dir: str | Path, *, device: str | None = "auto", d
     per_rank_batch = max(1, recipe.data.batch_size // world)
     train_feed = DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed,
                             crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank, world=world)
+    augment = EventAugmentSpec.from_dict(recipe.data.augment)
+    if augment.enabled:  # event-level augmentation: the training currents are recomputed every epoch
+        from .event_feed import event_augment_feed
+
+        train_feed = event_augment_feed(recipe.data.dataset, recipe.data.options, augment, splits.train, data_root,
+                                        per_rank_batch, ctx.device, seed=t.seed,
+                                        crop_padding=recipe.data.crop_padding, flip=recipe.data.flip, rank=rank,
+                                        world=world)
     test_feed = DeviceFeed(splits.test, recipe.data.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
     # Per-epoch evaluation: on the validation split when there is one (the test split is then
     # scored once, after the last epoch), else on the test split.
