@@ -246,7 +246,8 @@ def test_feed_refuses_datasets_without_recordings() -> None:
 def test_training_with_augmentation_runs_and_keeps_test_untouched(tmp_path, _one_thread) -> None:
     from fewstep.train import train
 
-    recipe, _ = _splits(tmp_path, ["train.epochs=1", "model.options.channels=[4, 8]", "model.options.hidden=16"])
+    recipe, _ = _splits(tmp_path, ["train.epochs=1", "model.options.channels=[4, 8]", "model.options.hidden=16",
+                                   "data.augment={shift=3, drop=0.4, jitter_us=5000}", "data.crop_padding=0"])
     assert EventAugmentSpec.from_dict(recipe.data.augment).enabled
     report = train(recipe, tmp_path / "run", device="cpu", progress=False, log=lambda _m: None)
     assert report["train_samples"] == 100 and report["val_samples"] == 20 and report["test_samples"] == 20
