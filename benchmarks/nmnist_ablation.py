@@ -232,8 +232,8 @@ def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dic
     epochs = f"{meta['epochs']} epoch{'s' if meta['epochs'] != 1 else ''}"
     digits = 1 if n_test <= 1000 else 2  # enough to show one test sample
     if n_val:
-        how = (f"trained on {n_train}, {n_val} more held out for validation; the schedule and the augmentation "
-               "were chosen on validation only, the model is the last epoch's and the test set is scored once")
+        how = (f"trained on {n_train}, {n_val} more held out for validation; the augmentation was chosen on "
+               "validation only, the model is the last epoch's and the test set is scored once")
     else:
         how = f"trained on {n_train}; no validation split, the last epoch's test accuracy"
     note = (f"Accuracy (%) at T on the test set of {n_test} samples ({how}): "
