@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .augment_spec import EventAugmentSpec  # torch-free, as neuron_spec
 from .errors import ConfigError, RecipeNotFoundError
 from .neuron_spec import NEURON_KIND_NAMES, SURROGATE_NAMES, NeuronSpec  # torch-free: see fewstep.neuron_spec
 
@@ -41,6 +42,9 @@ class DataConfig:
     val_size: int = 0
     val_seed: int = 0
     eval_flip: bool = False  # evaluate on the mean logits of each image and its horizontal mirror
+    # Event-level augmentation of the training split, per sample and epoch, before STC (recorded
+    # event datasets only): shift (px), drop (max fraction), jitter_us. See fewstep.augment_spec.
+    augment: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # passed to the dataset loader
 
 
@@ -167,6 +171,8 @@ def _validate(r: Recipe, source: str | None) -> None:
     _positive("data.eval_batch_size", d.eval_batch_size, source)
     for key in ("crop_padding", "train_limit", "test_limit", "val_size", "val_seed"):
         _positive(f"data.{key}", getattr(d, key), source, allow_zero=True)
+    if d.augment:
+        EventAugmentSpec.from_dict(d.augment, "data.augment", source)
     if not 1 <= m.timesteps <= 1024:
         raise ConfigError("model.timesteps", f"must be in 1..1024, got {m.timesteps}", source)
     _positive("train.epochs", t.epochs, source)

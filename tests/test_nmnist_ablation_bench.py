@@ -70,3 +70,33 @@ def test_tiny_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> No
     printed = capsys.readouterr().out
     assert "1 sample = 3.1 accuracy points" in printed and "| `lif` | 2 |" in printed  # 32 test samples
     assert (out / "results.md").read_text().strip() == printed.strip()
+
+
+def test_protocol_overrides() -> None:
+    """``val`` keeps the recipes' validation split and augmentation; ``earlier`` restores the
+    2026-11-27 protocol; substitute (emulated) data has no recordings to augment."""
+    bench = _bench()
+    args = bench.parse_args(["--data-root", "somewhere"])
+    assert args.protocol == "val" and args.epochs == 30 and bench.protocol_overrides(args) == []
+    args = bench.parse_args(["--data-root", "somewhere", "--val-size", "50"])
+    assert bench.protocol_overrides(args) == ["data.val_size=50"]
+    args = bench.parse_args(["--data-root", "somewhere", "--protocol", "earlier", "--epochs", "10"])
+    assert bench.protocol_overrides(args) == ["data.val_size=0", "data.augment={}", "data.crop_padding=2"]
+    args = bench.parse_args(["--dataset", "saccade-digits"])
+    assert bench.protocol_overrides(args) == ["data.augment={}", "data.val_size=0"]
+    from fewstep.config import load_recipe
+
+    recipe = load_recipe("nmnist-stc-t2", bench.protocol_overrides(args))
+    assert recipe.data.augment == {} and recipe.data.val_size == 0
+
+
+def test_table_shows_the_validation_accuracy_under_the_val_protocol() -> None:
+    bench = _bench()
+    run = {"accuracy": 0.97, "accuracy_per_step": [0.96, 0.97], "val_accuracy": 0.95, "train_seconds": 10.0}
+    results = {"stc": {"2": {"0": run}}}
+    meta = {"train_samples": 800, "test_samples": 100, "val_samples": 100, "epochs": 30, "device": "cpu",
+            "threads": 1, "dataset_label": "real N-MNIST subset, nmnist-small"}
+    table = bench.markdown_table(results, bench.summarise(results), [0], meta)
+    assert "100 more held out for validation" in table and "scored once" in table
+    assert "val T (100 samples), mean" in table and "| 95.0 ± 0.0 |" in table
+    assert "standard error of one run at 97 % is 1.7 points" in table

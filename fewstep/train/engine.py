@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..augment_spec import EventAugmentSpec
 from ..causal import is_causal
 from ..config import Recipe, recipe_from_dict
 from ..data import DatasetSplits, load_dataset
@@ -415,13 +416,27 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
     optimizer = make_optimizer(recipe, model)
     loss_fn = make_loss(recipe, model)
     rank, world = ctx.rank, ctx.world
-    train_feed = DeviceFeed(splits.train, max(1, d.batch_size // world), ctx.device, train=True, seed=t.seed,
-                            crop_padding=d.crop_padding, flip=d.flip, rank=rank, world=world)
+    train_feed = make_train_feed(recipe, splits, data_root, ctx)
     test_feed = DeviceFeed(splits.test, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
     val_feed = (DeviceFeed(splits.val, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
                 if splits.val is not None else None)
     return TrainingRun(recipe, out, ctx, splits, model, optimizer, loss_fn, train_feed, test_feed, val_feed,
                        train_feed.num_batches())
+
+
+def make_train_feed(recipe: Recipe, splits: DatasetSplits, data_root: str | Path | None, ctx: RunContext) -> DeviceFeed:
+    """The training feed: shuffled, augmented on tensors; with ``data.augment`` on, event-level
+    augmentation whose training currents are recomputed every epoch."""
+    t, d = recipe.train, recipe.data
+    per_rank_batch = max(1, d.batch_size // ctx.world)
+    augment = EventAugmentSpec.from_dict(d.augment)
+    if augment.enabled:
+        from .event_feed import event_augment_feed
+
+        return event_augment_feed(d.dataset, d.options, augment, splits.train, data_root, per_rank_batch, ctx.device,
+                                  seed=t.seed, crop_padding=d.crop_padding, flip=d.flip, rank=ctx.rank, world=ctx.world)
+    return DeviceFeed(splits.train, per_rank_batch, ctx.device, train=True, seed=t.seed, crop_padding=d.crop_padding,
+                      flip=d.flip, rank=ctx.rank, world=ctx.world)
 
 
 def resume_run(run: TrainingRun, log: Callable[[str], None]) -> tuple[list[dict], float]:
