@@ -87,3 +87,21 @@ def test_a_refused_object_is_one_line_without_pytorchs_advice(tmp_path):
     msg = str(info.value)
     assert "refused" in msg and "would run code" in msg and "\n" not in msg, msg
     assert "weights_only" not in msg and "file an issue" not in msg, msg
+
+
+def test_legacy_pytorch_format_is_refused_before_loading(tmp_path):
+    """The pre-1.6 format's size fields are trusted by torch.load: a fuzzed one asked for gigabytes
+    (benchmarks/fuzz_readers.py, 15 MemoryErrors in 10,921 cases). fewstep writes only the zip format."""
+    import torch
+
+    from fewstep.errors import CheckpointError
+    from fewstep.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "old.pt"
+    torch.save({"model": {"w": torch.zeros(3)}}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"old\.pt: a legacy \(pre-1\.6\) PyTorch file"):
+        load_checkpoint(path)
+    torch.save({"model": {"w": torch.zeros(3)}}, path)
+    assert load_checkpoint(path)["model"]["w"].shape == (3,)
+    with pytest.raises(CheckpointError, match="a directory, not a checkpoint file"):
+        load_checkpoint(tmp_path)

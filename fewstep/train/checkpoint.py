@@ -86,7 +86,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 #: How the files ``torch.load`` reads begin: a zip archive (``torch.save`` since PyTorch 1.6), a
-#: pickle of protocol 2 or later (the legacy format, ``_use_new_zipfile_serialization=False``).
+#: pickle of protocol 2 or later (the legacy format, ``_use_new_zipfile_serialization=False``,
+#: which fewstep refuses).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
 
@@ -106,8 +107,18 @@ def _not_a_checkpoint(path: Path, head: bytes) -> str | None:
     ``IndexError`` or an "Unsupported operand" message that says the file would run code."""
     if not head:
         return "an empty file, not a PyTorch checkpoint"
-    if head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)) or head[257:262] == b"ustar":  # tar: PyTorch < 0.4
+    if head.startswith(_ZIP_MAGIC):
         return None
+    if head.startswith(_PICKLE_PROTO) or head[257:262] == b"ustar":  # tar: PyTorch < 0.4
+        # The legacy formats store each tensor's size in a field that torch.load trusts: a flipped
+        # bit there asks for gigabytes before any check (found by benchmarks/fuzz_readers.py).
+        return ("a legacy (pre-1.6) PyTorch file: fewstep reads only the zip format torch.save writes since "
+                "PyTorch 1.6 (load it with torch.load and save it again with torch.save)")
+    return _text_or_bytes(head)
+
+
+def _text_or_bytes(head: bytes) -> str:
+    """Why a file beginning with ``head``, neither zip nor pickle, is no checkpoint."""
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -143,6 +154,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Every failure is a one-line :class:`CheckpointError` naming the file: missing, not a PyTorch
     file at all (text, random bytes), refused (pickled code), corrupt or truncated, or not a dict."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file (a run's checkpoint is <run>/last.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     problem = _not_a_checkpoint(path, _head(path))
