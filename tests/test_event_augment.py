@@ -31,7 +31,7 @@ def _root() -> str:
 @pytest.fixture(scope="module")
 def recordings() -> list[np.ndarray]:
     """Twenty real N-MNIST training recordings, two of each digit."""
-    from fewstep.events.datasets import NMNIST
+    from fewstep.data.event_datasets import NMNIST
 
     ds = NMNIST(_root(), train=True)
     picked: list[np.ndarray] = []

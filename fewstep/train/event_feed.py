@@ -39,17 +39,18 @@ _STC_DEFAULTS = {"by": "time", "integration": "sum", "kappa": 0.9, "fine_bins_pe
 def _recordings(dataset: str, root: str | Path | None) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
     """Every training recording of ``dataset`` (events, labels, sensor size)."""
     if dataset == "nmnist":
-        from ..events.datasets import NMNIST
+        from ..data.event_datasets import NMNIST
 
         ds = NMNIST(root, train=True, download=False)
     else:
         raise ConfigError("data.augment", f"event augmentation re-reads the recordings and supports the datasets "
                           f"{', '.join(SUPPORTED)}; dataset {dataset!r} has none (remove [data.augment])")
     events, labels = [], []
-    for ev, _size, label in ds:
+    for ev, label in ds:  # Tonic's protocol: (events, target)
         events.append(ev)
         labels.append(label)
-    return events, np.asarray(labels, np.int64), tuple(ds.sensor_size)
+    width, height = ds.sensor_size[:2]  # Tonic's (W, H, P)
+    return events, np.asarray(labels, np.int64), (width, height)
 
 
 def _scaled(currents: np.ndarray, scale: str | float, dtype: torch.dtype) -> torch.Tensor:
