@@ -213,6 +213,13 @@ def cmd_recipes() -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail again on the closed
+    pipe (the pattern the Python docs give for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -244,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # train says more (cmd_train); eval and convert have nothing to resume
         _say_interrupted("interrupted")
         return 130
+    except BrokenPipeError:  # `fewstep recipes | head`: the reader has gone, which is no error of ours
+        _silence_stdout()
+        return 0
 
 
 if __name__ == "__main__":

@@ -199,3 +199,17 @@ def test_energy_report_prints_only_files_that_exist(out, tmp_path):
     for path in printed:
         assert (tmp_path / path).is_file(), f"printed {path}, which does not exist"
     assert Path(printed[0]) == Path(out or "spike_rates.png")
+
+
+def test_recipes_into_a_closed_pipe_ends_quietly():
+    """`fewstep recipes | head -1` printed a BrokenPipeError traceback once head had gone."""
+    import subprocess
+    import sys
+
+    # `true` exits without reading, long before Python has started: every write meets a closed pipe.
+    proc = subprocess.run(f"{sys.executable} -m fewstep recipes | true", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    proc = subprocess.run(f"{sys.executable} -m fewstep recipes | head -n 1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.strip() and "Traceback" not in proc.stderr, proc.stderr
