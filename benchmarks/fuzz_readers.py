@@ -777,7 +777,8 @@ def aedat4_seeds() -> list[Seed]:
     seeds = []
     imu = event_packet([(5, 1, 1, 1)], identifier=b"IMUS")
     xml = AEDAT4_XML.format(comp="{comp}", w=40, h=30)
-    packet_sets = [[(0, event_packet(AEDAT4_EVENTS_A)), (2, imu), (0, event_packet(AEDAT4_EVENTS_B))], [(0, event_packet([]))], []]
+    packet_sets = [[(0, event_packet(AEDAT4_EVENTS_A)), (2, imu), (0, event_packet(AEDAT4_EVENTS_B))],
+                   [(0, event_packet([]))], []]
     real = _real_aedat4_packets()
     if real is not None:
         packet_sets.append(real[2])
