@@ -108,3 +108,46 @@ def write_results(out: Path, meta: dict[str, Any], results: dict, summary: dict,
     print(table, flush=True)
     print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
     return payload
+
+
+def train_recipe(recipe_name: str, overrides: list[str], run_dir: Path, args: Any, log: Callable[[str], None],
+                 keep_checkpoint: bool = False) -> dict[str, Any]:
+    """Train one recipe into ``run_dir`` and return its report, or, under ``args.reuse``, the
+    report of a finished run there with the same config (and, with ``keep_checkpoint``, its
+    ``last.pt``). A fresh run starts from an empty folder; its checkpoints are deleted afterwards
+    unless ``keep_checkpoint`` or ``args.keep_checkpoints``. ``args`` needs ``reuse``,
+    ``keep_checkpoints``, ``device`` and ``data_root``."""
+    import shutil
+
+    from fewstep.config import load_recipe
+    from fewstep.train import train
+
+    recipe = load_recipe(recipe_name, overrides)
+    report_path = run_dir / "report.json"
+    if args.reuse and report_path.exists():
+        try:
+            old = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        ckpt_ok = not keep_checkpoint or (run_dir / "last.pt").exists()
+        if old and old.get("config") == json.loads(json.dumps(recipe.to_dict())) and ckpt_ok:
+            log(f"[reuse] {run_dir}")
+            return old
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: no stale checkpoint to resume from by accident
+    log(f"[train] {recipe_name} {' '.join(overrides)} -> {run_dir}")
+    report = train(recipe, run_dir, device=args.device, data_root=args.data_root, progress=False, log=log)
+    if not keep_checkpoint and not args.keep_checkpoints:
+        for name in ("last.pt", "last.pt.prev"):
+            (run_dir / name).unlink(missing_ok=True)
+    return report
+
+
+def report_fields(report: dict[str, Any], run_dir: Path, net_key: str) -> dict[str, Any]:
+    """The fields of a training report every sweep keeps per run (``net_key``: ``"neuron"`` or
+    ``"model"``, the one that tells the runs apart), with the run's folder."""
+    return {"epochs": report["epochs"], "seed": report["seed"], "timesteps": report["timesteps"],
+            "dataset": report["dataset"], net_key: report[net_key], "train_samples": report["train_samples"],
+            "test_samples": report["test_samples"], "parameters": report["parameters"],
+            "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
+            "device": report["device"], "run_dir": str(run_dir)}
