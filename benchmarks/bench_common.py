@@ -151,3 +151,43 @@ def report_fields(report: dict[str, Any], run_dir: Path, net_key: str) -> dict[s
             "test_samples": report["test_samples"], "parameters": report["parameters"],
             "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
             "device": report["device"], "run_dir": str(run_dir)}
+
+
+def spikingjelly_lif(device: Any = "cpu", backend: str | None = None) -> tuple[Callable[[Any], Any], Any]:
+    """SpikingJelly's multi-step ``LIFNode`` with fewstep's LIF dynamics (decay 0.5 without input
+    decay, threshold 1, hard reset to 0, sigmoid surrogate, reset not detached), as ``(run, node)``:
+    ``run(x)`` resets the node and steps it over ``x [T, ...]``. The neuron peer of the speed
+    benchmarks; raises ImportError when SpikingJelly is not installed."""
+    from spikingjelly.activation_based import functional as sjf
+    from spikingjelly.activation_based import neuron as sjn
+    from spikingjelly.activation_based import surrogate as sjs
+
+    kw = {} if backend is None else {"backend": backend}
+    node = sjn.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0,
+                       surrogate_function=sjs.Sigmoid(), detach_reset=False, step_mode="m", **kw).to(device)
+
+    def run(x: Any) -> Any:
+        sjf.reset_net(node)
+        return node(x)
+
+    return run, node
+
+
+def snntorch_lif(device: Any = "cpu") -> Callable[[Any], Any]:
+    """snnTorch's ``Leaky`` with fewstep's LIF dynamics (beta 0.5, threshold 1, reset to zero),
+    stepped in a Python loop over ``x [T, ...]`` from a zero membrane: the other neuron peer of the
+    speed benchmarks; raises ImportError when snnTorch is not installed."""
+    import snntorch as snn
+    import torch
+
+    leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(device)
+
+    def run(x: Any) -> Any:
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = leaky(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    return run
