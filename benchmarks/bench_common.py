@@ -108,3 +108,86 @@ def write_results(out: Path, meta: dict[str, Any], results: dict, summary: dict,
     print(table, flush=True)
     print(f"\nwall time {wall:.0f} s; results in {out / 'results.json'}", file=sys.stderr, flush=True)
     return payload
+
+
+def train_recipe(recipe_name: str, overrides: list[str], run_dir: Path, args: Any, log: Callable[[str], None],
+                 keep_checkpoint: bool = False) -> dict[str, Any]:
+    """Train one recipe into ``run_dir`` and return its report, or, under ``args.reuse``, the
+    report of a finished run there with the same config (and, with ``keep_checkpoint``, its
+    ``last.pt``). A fresh run starts from an empty folder; its checkpoints are deleted afterwards
+    unless ``keep_checkpoint`` or ``args.keep_checkpoints``. ``args`` needs ``reuse``,
+    ``keep_checkpoints``, ``device`` and ``data_root``."""
+    import shutil
+
+    from fewstep.config import load_recipe
+    from fewstep.train import train
+
+    recipe = load_recipe(recipe_name, overrides)
+    report_path = run_dir / "report.json"
+    if args.reuse and report_path.exists():
+        try:
+            old = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        ckpt_ok = not keep_checkpoint or (run_dir / "last.pt").exists()
+        if old and old.get("config") == json.loads(json.dumps(recipe.to_dict())) and ckpt_ok:
+            log(f"[reuse] {run_dir}")
+            return old
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: no stale checkpoint to resume from by accident
+    log(f"[train] {recipe_name} {' '.join(overrides)} -> {run_dir}")
+    report = train(recipe, run_dir, device=args.device, data_root=args.data_root, progress=False, log=log)
+    if not keep_checkpoint and not args.keep_checkpoints:
+        for name in ("last.pt", "last.pt.prev"):
+            (run_dir / name).unlink(missing_ok=True)
+    return report
+
+
+def report_fields(report: dict[str, Any], run_dir: Path, net_key: str) -> dict[str, Any]:
+    """The fields of a training report every sweep keeps per run (``net_key``: ``"neuron"`` or
+    ``"model"``, the one that tells the runs apart), with the run's folder."""
+    return {"epochs": report["epochs"], "seed": report["seed"], "timesteps": report["timesteps"],
+            "dataset": report["dataset"], net_key: report[net_key], "train_samples": report["train_samples"],
+            "test_samples": report["test_samples"], "parameters": report["parameters"],
+            "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
+            "device": report["device"], "run_dir": str(run_dir)}
+
+
+def spikingjelly_lif(device: Any = "cpu", backend: str | None = None) -> tuple[Callable[[Any], Any], Any]:
+    """SpikingJelly's multi-step ``LIFNode`` with fewstep's LIF dynamics (decay 0.5 without input
+    decay, threshold 1, hard reset to 0, sigmoid surrogate, reset not detached), as ``(run, node)``:
+    ``run(x)`` resets the node and steps it over ``x [T, ...]``. The neuron peer of the speed
+    benchmarks; raises ImportError when SpikingJelly is not installed."""
+    from spikingjelly.activation_based import functional as sjf
+    from spikingjelly.activation_based import neuron as sjn
+    from spikingjelly.activation_based import surrogate as sjs
+
+    kw = {} if backend is None else {"backend": backend}
+    node = sjn.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0,
+                       surrogate_function=sjs.Sigmoid(), detach_reset=False, step_mode="m", **kw).to(device)
+
+    def run(x: Any) -> Any:
+        sjf.reset_net(node)
+        return node(x)
+
+    return run, node
+
+
+def snntorch_lif(device: Any = "cpu") -> Callable[[Any], Any]:
+    """snnTorch's ``Leaky`` with fewstep's LIF dynamics (beta 0.5, threshold 1, reset to zero),
+    stepped in a Python loop over ``x [T, ...]`` from a zero membrane: the other neuron peer of the
+    speed benchmarks; raises ImportError when snnTorch is not installed."""
+    import snntorch as snn
+    import torch
+
+    leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(device)
+
+    def run(x: Any) -> Any:
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = leaky(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    return run

@@ -44,8 +44,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
 
 import torch
+from bench_common import snntorch_lif, spikingjelly_lif
 from torch import nn
 
 SIZES = {"1M": 1 << 20, "4M": 1 << 22}
@@ -102,32 +104,11 @@ def _peer_neurons(kind: str) -> dict[str, Callable[[torch.Tensor], torch.Tensor]
     if kind != "LIF":
         return {"SpikingJelly": "no multi-threshold neuron", "snnTorch": "no multi-threshold neuron"}
     try:
-        from spikingjelly.activation_based import functional as sjf
-        from spikingjelly.activation_based import neuron as sjn
-
-        node = sjn.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0, step_mode="m")
-
-        def sj(x):
-            sjf.reset_net(node)
-            return node(x)
-
-        out["SpikingJelly"] = sj
+        out["SpikingJelly"] = spikingjelly_lif()[0]
     except Exception as exc:  # noqa: BLE001 - an optional peer
         out["SpikingJelly"] = f"not available ({type(exc).__name__})"
     try:
-        import snntorch as snn
-
-        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero")
-
-        def st(x):
-            mem = leaky.init_leaky()
-            spikes = []
-            for t in range(x.shape[0]):
-                s, mem = leaky(x[t], mem)
-                spikes.append(s)
-            return torch.stack(spikes)
-
-        out["snnTorch"] = st
+        out["snnTorch"] = snntorch_lif()
     except Exception as exc:  # noqa: BLE001
         out["snnTorch"] = f"not available ({type(exc).__name__})"
     return out

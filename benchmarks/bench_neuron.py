@@ -36,8 +36,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
 
 import torch
+from bench_common import snntorch_lif, spikingjelly_lif
 
 DEVICE = "cuda"
 SIZES = {"1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24}
@@ -134,27 +136,18 @@ def make_impls(use_compile: bool):
         except Exception as exc:  # pragma: no cover
             impls["torch.compile loop"] = f"unavailable: {exc!r}"
     try:
-        from spikingjelly.activation_based import functional as sjf
-        from spikingjelly.activation_based import neuron as sjn
-        from spikingjelly.activation_based import surrogate as sjs
+        import spikingjelly  # noqa: F401 - not installed: ImportError below
 
         node = None
         for backend in (None, "triton", "cupy", "torch"):
             try:
-                kw = {} if backend is None else {"backend": backend}
-                node = sjn.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0,
-                                   surrogate_function=sjs.Sigmoid(), detach_reset=False, step_mode="m", **kw)
-                node(torch.zeros(2, 8, device=DEVICE))
-                sjf.reset_net(node)
+                sj, node = spikingjelly_lif(DEVICE, backend)
+                sj(torch.zeros(2, 8, device=DEVICE))
                 break
             except Exception:
                 node = None
         if node is None:
             raise RuntimeError("no working LIFNode backend")
-
-        def sj(x, node=node):
-            sjf.reset_net(node)
-            return node(x)
 
         impls[f"spikingjelly ({getattr(node, 'backend', '?')})"] = sj
     except ImportError:
@@ -162,19 +155,7 @@ def make_impls(use_compile: bool):
     except Exception as exc:
         impls["spikingjelly"] = f"unavailable: {exc!r}"
     try:
-        import snntorch as snn
-
-        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero")
-
-        def snt(x, leaky=leaky):
-            mem = torch.zeros_like(x[0])
-            out = []
-            for t in range(x.shape[0]):
-                spk, mem = leaky(x[t], mem)
-                out.append(spk)
-            return torch.stack(out)
-
-        impls["snntorch Leaky loop"] = snt
+        impls["snntorch Leaky loop"] = snntorch_lif()
     except ImportError:
         impls["snntorch"] = "not installed"
     except Exception as exc:

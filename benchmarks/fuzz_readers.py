@@ -89,7 +89,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:  # the format writers shared with the tests
+    sys.path.append(str(ROOT / "tests"))
 
+from format_writers import (
+    AEDAT4_EVENTS_A,
+    AEDAT4_EVENTS_B,
+    AEDAT4_MAGIC,
+    AEDAT4_XML,
+    build_aedat4,
+    caer_packet,
+    event_packet,
+    gesture_labels_csv,
+    idx_header,
+    nmnist_record,
+    pickle_int,
+    polarity_event,
+    py2_pickle,
+    py2_value,
+    pystr,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -288,8 +307,7 @@ def idx_generated(compressed: bool) -> Callable[[Callable], bytes]:
         itemsize = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}.get(code, 1)
         want = math.prod(dims) * itemsize
         size = max(0, min(want, 4096) + draw(st.sampled_from([0, 0, 0, -1, 1, 7, -8])))
-        blob = bytes([0, 0, code, ndim]) + struct.pack(f">{ndim}I", *dims) + draw(st.binary(min_size=min(size, 64),
-                                                                                              max_size=min(size, 64)))
+        blob = idx_header(code, dims) + draw(st.binary(min_size=min(size, 64), max_size=min(size, 64)))
         blob += bytes(max(0, size - 64))
         return gzip.compress(blob, mtime=0) if compressed else blob
 
@@ -340,43 +358,6 @@ def _install_canary() -> None:
 
     mod.touch, mod.Boom = touch, Boom
     sys.modules[CANARY_MODULE] = mod
-
-
-def _pystr(b: bytes) -> bytes:
-    return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b
-
-
-def _int_op(i: int) -> bytes:
-    if 0 <= i < 256:
-        return b"K" + bytes([i])
-    if 0 <= i < 65536:
-        return b"M" + struct.pack("<H", i)
-    if -(2**31) <= i < 2**31:
-        return b"J" + struct.pack("<i", i)
-    raw = i.to_bytes((i.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(raw)]) + raw if len(raw) < 256 else b"\x8b" + struct.pack("<i", len(raw)) + raw
-
-
-def _py2(v: Any) -> bytes:
-    """Python 2 cPickle protocol 2 as the official CIFAR batches were written (see tests/test_data_cifar.py)."""
-    if isinstance(v, bytes):
-        return _pystr(v)
-    if isinstance(v, int):
-        return _int_op(v)
-    if isinstance(v, list):
-        return b"](" + b"".join(_py2(x) for x in v) + b"e"
-    if isinstance(v, np.ndarray):
-        dtype = (b"cnumpy\ndtype\n" + _pystr(b"u1") + _int_op(0) + _int_op(1) + b"\x87R"
-                 + b"(" + _int_op(3) + _pystr(b"|") + b"NNN" + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff" + _int_op(0)
-                 + b"tb")
-        shape = b"(" + b"".join(_int_op(d) for d in v.shape) + b"t"
-        return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _int_op(0) + b"\x85" + _pystr(b"b")
-                + b"\x87R" + b"(" + _int_op(1) + shape + dtype + b"\x89" + _pystr(v.tobytes()) + b"tb")
-    raise TypeError(type(v))
-
-
-def py2_pickle(d: dict) -> bytes:
-    return b"\x80\x02}(" + b"".join(_py2(k) + _py2(v) for k, v in d.items()) + b"u."
 
 
 def _pickle_fields(data: bytes) -> list[tuple[int, int, str]]:
@@ -444,9 +425,9 @@ def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
              "array", "call_allowed", "call_forbidden", "nest", "memo", "memo_slot"]
     kind = draw(st.sampled_from(kinds if depth < 3 else kinds[:8]))
     if kind == "int":
-        return _int_op(draw(st.sampled_from(INTERESTING)))
+        return pickle_int(draw(st.sampled_from(INTERESTING)))
     if kind == "bigint":
-        return _int_op(draw(st.sampled_from([2**70, -(2**70), 10**5000, 2**64])))
+        return pickle_int(draw(st.sampled_from([2**70, -(2**70), 10**5000, 2**64])))
     if kind == "float":
         return b"G" + struct.pack(">d", draw(st.sampled_from([0.5, math.nan, math.inf, -math.inf, 1e308, -0.0])))
     if kind == "bytes":
@@ -456,7 +437,7 @@ def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
         s = draw(st.text(max_size=20)).encode("utf-8", "surrogatepass")
         return b"X" + struct.pack("<I", len(s)) + s
     if kind == "badutf8":
-        return _pystr(draw(st.sampled_from([b"\xff\xfe", b"\xc3", b"ok", b"\xed\xa0\x80"])))
+        return pystr(draw(st.sampled_from([b"\xff\xfe", b"\xc3", b"ok", b"\xed\xa0\x80"])))
     if kind == "none":
         return b"N"
     if kind == "bool":
@@ -476,15 +457,15 @@ def _pickle_value(draw: Callable, depth: int = 0) -> bytes:
         arr = np.zeros(shape, dtype=dtype) if dtype != "O" else np.empty(shape, dtype=object)
         blob = pickle.dumps(arr, protocol=2)[2:-1]  # strip PROTO and STOP
         if draw(st.booleans()):  # lie about the shape: the buffer no longer matches
-            blob = blob.replace(b"K\x00\x85", _int_op(draw(st.sampled_from([2**40, 3, 2**31]))) + b"\x85", 1)
+            blob = blob.replace(b"K\x00\x85", pickle_int(draw(st.sampled_from([2**40, 3, 2**31]))) + b"\x85", 1)
         return blob
     if kind in ("call_allowed", "call_forbidden"):
         module, name = draw(st.sampled_from(_ALLOWED_CALLS if kind == "call_allowed" else _FORBIDDEN))
         nargs = draw(st.integers(0, 3))
         args = b"".join(draw(st.sampled_from([
-            _int_op(draw(st.sampled_from([0, 1, 7, 3072, 2**20, 2**31, 2**40, -1]))),
-            b"(" + _int_op(2**40) + _int_op(2**40) + b"t", _pystr(b"u1"), _pystr(b"O"), _pystr(b"latin1"),
-            _pystr(b"rot13"), _pystr(b"echo pwned"), b"N", b"](e", _pickle_value(draw, depth + 1)]))
+            pickle_int(draw(st.sampled_from([0, 1, 7, 3072, 2**20, 2**31, 2**40, -1]))),
+            b"(" + pickle_int(2**40) + pickle_int(2**40) + b"t", pystr(b"u1"), pystr(b"O"), pystr(b"latin1"),
+            pystr(b"rot13"), pystr(b"echo pwned"), b"N", b"](e", _pickle_value(draw, depth + 1)]))
             for _ in range(nargs))
         return _global_op(module, name, draw(st.booleans())) + b"(" + args + b"tR"
     if kind == "nest":  # deep tuples (hashable: as a dict key or set element their hash recurses) or lists
@@ -513,9 +494,9 @@ def cifar_generated(draw: Callable) -> bytes:
         min_size=1, max_size=4, unique=True))
     body = b""
     for k in keys:
-        body += _pystr(k) + (_pickle_value(draw) if draw(st.booleans()) or k not in (b"data", b"labels")
-                             else _py2(np.zeros((draw(st.integers(0, 2)), 3072), np.uint8)) if k == b"data"
-                             else _py2([draw(st.integers(-1, 12))]))
+        body += pystr(k) + (_pickle_value(draw) if draw(st.booleans()) or k not in (b"data", b"labels")
+                             else py2_value(np.zeros((draw(st.integers(0, 2)), 3072), np.uint8)) if k == b"data"
+                             else py2_value([draw(st.integers(-1, 12))]))
     return b"\x80\x02}(" + body + b"u."
 
 
@@ -615,7 +596,7 @@ def nmnist_seeds() -> list[Seed]:
     rng = np.random.default_rng(2)
     blobs = [_tmp_bytes(lambda p, n=n: write_nmnist_bin(p, _events(rng, n, 34, 34, 0, 2**23 - 1)), ".bin")
              for n in (0, 1, 7, 40)]
-    overflow = bytes([1, 2, 0x80, 0, 5]) + bytes([0, 240, 0, 0, 0]) + bytes([3, 4, 0, 1, 0])
+    overflow = nmnist_record(1, 2, 1, 5) + nmnist_record(0, 240, 0, 0) + nmnist_record(3, 4, 0, 256)
     blobs += [overflow, bytes([200, 100, 0xFF, 0xFF, 0xFF]) * 3]
     s = samples_dir()
     if s and (s / "sample_nmnist.bin").is_file():
@@ -672,9 +653,8 @@ def aedat31_seeds() -> list[Seed]:
         blobs.append(_tmp_bytes(lambda p, n=n, src=src, per=per, w=w, h=h: write_aedat31(
             p, _events(rng, n, w, h, 0, 2**33), source=src, events_per_packet=per), ".aedat"))
     # a special-event packet (type 0, 8-byte events) before a polarity packet, and an invalid event
-    special = PACKET_HEADER.pack(0, 1, 8, 4, 0, 2, 2, 2) + struct.pack("<Ii", 5, 1) * 2
-    polarity = PACKET_HEADER.pack(1, 1, 8, 4, 3, 3, 2, 2) + struct.pack("<Ii", (5 << 17) | (9 << 2) | 3, 77) \
-        + struct.pack("<Ii", (1 << 17) | 2, 78) + b"\x00" * 8
+    special = caer_packet(0, 8, 0, [struct.pack("<Ii", 5, 1)] * 2)
+    polarity = caer_packet(1, 8, 3, [polarity_event(5, 9, 1, 77), polarity_event(1, 0, 1, 78, valid=0)], capacity=3)
     blobs.append(b"#!AER-DAT3.1\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n" + special + polarity)
     seeds = []
     for i, b in enumerate(blobs):
@@ -712,7 +692,7 @@ def gesture_generated(draw: Callable) -> bytes:
                                    st.sampled_from(["0", "-5", "10", str(2**63), str(10**30), "9" * 5000, ""]),
                                    st.sampled_from(["1", "20", str(2**63 - 1), str(2**64), "-1", "1e3"])),
                          max_size=4))
-    return b"class,startTime_usec,endTime_usec\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows).encode()
+    return gesture_labels_csv(rows).encode()
 
 
 def gesture_call(path: Path) -> Any:
@@ -734,25 +714,6 @@ def gesture_check(result: Any, size: int, compressed: bool) -> str | None:
 
 # -- AEDAT 4: FlatBuffers built by hand after the DV layout (as tests/test_event_readers.py does)
 
-AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
-AEDAT4_XML = """<dv version="2.0">
-    <node name="outInfo" path="/mainloop/Recorder/outInfo/">
-        <node name="0" path="/mainloop/Recorder/outInfo/0/">
-            <attr key="compression" type="string">{comp}</attr>
-            <attr key="originalOutputName" type="string">events</attr>
-            <attr key="typeIdentifier" type="string">EVTS</attr>
-            <node name="info" path="/mainloop/Recorder/outInfo/0/info/">
-                <attr key="sizeX" type="int">{w}</attr>
-                <attr key="sizeY" type="int">{h}</attr>
-            </node>
-        </node>
-        <node name="2" path="/mainloop/Recorder/outInfo/2/">
-            <attr key="originalOutputName" type="string">imu</attr>
-            <attr key="typeIdentifier" type="string">IMUS</attr>
-        </node>
-    </node>
-</dv>
-"""
 XML_VARIANTS = [
     AEDAT4_XML.format(comp="NONE", w="0", h="30"), AEDAT4_XML.format(comp="NONE", w="²", h="30"),
     AEDAT4_XML.format(comp="NONE", w="9" * 5000, h="30"), AEDAT4_XML.format(comp="NONE", w="٣٢٠", h="240"),
@@ -767,28 +728,8 @@ XML_VARIANTS = [
 ]
 
 
-def _io_header(compression: int, table_position: int, info: bytes) -> bytes:
-    vtable = struct.pack("<HHHHH", 10, 24, 4, 8, 16) + b"\x00\x00"
-    table_at = 8 + len(vtable)
-    table = struct.pack("<iiqI", table_at - 8, compression, table_position, 0)
-    string_at = table_at + len(table)
-    table = table[:-4] + struct.pack("<I", string_at - (table_at + 16))
-    return struct.pack("<I", table_at) + b"IOHE" + vtable + table + struct.pack("<I", len(info)) + info + b"\x00"
-
-
 IO_HEADER_FIELDS = [(0, 4, "<")] + [(8 + 2 * k, 2, "<") for k in range(5)] + [(20, 4, "<"), (24, 4, "<"),
                                                                              (28, 8, "<"), (36, 4, "<"), (40, 4, "<")]
-
-
-def _event_packet(events: list[tuple[int, int, int, int]], identifier: bytes = b"EVTS") -> bytes:
-    vtable = struct.pack("<HHH", 6, 8, 4) + b"\x00\x00"
-    table_at = 8 + len(vtable)
-    vec_at = 28
-    table = struct.pack("<iI", table_at - 8, vec_at - (table_at + 4))
-    buf = struct.pack("<I", table_at) + identifier + vtable + table + b"\x00" * (vec_at - table_at - 8)
-    buf += struct.pack("<I", len(events))
-    buf += b"".join(struct.pack("<qhh?3x", t, x, y, bool(p)) for t, x, y, p in events)
-    return struct.pack("<I", len(buf)) + buf
 
 
 def _packet_fields(n_events: int) -> list[tuple[int, int, str]]:
@@ -798,23 +739,6 @@ def _packet_fields(n_events: int) -> list[tuple[int, int, str]]:
         at = 36 + 16 * k
         fields += [(at, 8, "<"), (at + 8, 2, "<"), (at + 10, 2, "<"), (at + 12, 1, "<")]
     return fields
-
-
-def _lz4(b: bytes) -> bytes:
-    import lz4.frame
-
-    return lz4.frame.compress(b)
-
-
-def build_aedat4(packets: list[tuple[int, bytes]], compression: int, xml: str, with_table: bool = True) -> bytes:
-    compress = (lambda b: b) if compression == 0 else _lz4
-    body = b"".join(struct.pack("<ii", sid, len(compress(p))) + compress(p) for sid, p in packets)
-    info = xml.encode("utf-8")
-    header = _io_header(compression, 0, info)
-    start = len(AEDAT4_MAGIC) + 4 + len(header)
-    table_pos = start + len(body) if with_table else -1
-    header = _io_header(compression, table_pos, info)
-    return AEDAT4_MAGIC + struct.pack("<i", len(header)) + header + body + (b"DATA-TABLE" if with_table else b"")
 
 
 def _real_aedat4_packets(limit: int = 3) -> tuple[int, str, list[tuple[int, bytes]]] | None:
@@ -851,11 +775,10 @@ def _lz4_decompress(b: bytes) -> bytes:
 
 def aedat4_seeds() -> list[Seed]:
     seeds = []
-    evts_a = [(1_000_000, 0, 0, 1), (1_000_005, 39, 29, 0), (1_000_005, 7, 3, 1)]
-    evts_b = [(1_000_100, 20, 10, 0)]
-    imu = _event_packet([(5, 1, 1, 1)], identifier=b"IMUS")
+    imu = event_packet([(5, 1, 1, 1)], identifier=b"IMUS")
     xml = AEDAT4_XML.format(comp="{comp}", w=40, h=30)
-    packet_sets = [[(0, _event_packet(evts_a)), (2, imu), (0, _event_packet(evts_b))], [(0, _event_packet([]))], []]
+    packet_sets = [[(0, event_packet(AEDAT4_EVENTS_A)), (2, imu), (0, event_packet(AEDAT4_EVENTS_B))],
+                   [(0, event_packet([]))], []]
     real = _real_aedat4_packets()
     if real is not None:
         packet_sets.append(real[2])

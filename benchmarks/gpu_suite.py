@@ -655,6 +655,7 @@ def _dynamo_limits() -> None:
 def neuron_impls(kind: str, dev, use_compile: bool) -> dict[str, Callable | str]:
     """name -> callable(x [T, N]) -> spikes, or the reason it is skipped."""
     import torch
+    from bench_common import snntorch_lif, spikingjelly_lif
     from bench_cpu import _fewstep_neuron
 
     from fewstep.neurons.functional import neuron_multistep
@@ -678,36 +679,13 @@ def neuron_impls(kind: str, dev, use_compile: bool) -> dict[str, Callable | str]
         impls["SpikingJelly"] = impls["snnTorch"] = "skipped: no multi-threshold neuron"
         return impls
     try:
-        from spikingjelly.activation_based import functional as sjf
-        from spikingjelly.activation_based import neuron as sjn
-        from spikingjelly.activation_based import surrogate as sjs
-
-        node = sjn.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=0.0,
-                           surrogate_function=sjs.Sigmoid(), detach_reset=False, step_mode="m").to(dev)
-
-        def sj(x):
-            sjf.reset_net(node)
-            return node(x)
-
-        impls["SpikingJelly"] = sj
+        impls["SpikingJelly"] = spikingjelly_lif(dev)[0]
     except ImportError as exc:
         impls["SpikingJelly"] = f"skipped: not installed ({exc})"
     except Exception as exc:  # noqa: BLE001
         impls["SpikingJelly"] = f"skipped: {_err(exc)}"
     try:
-        import snntorch as snn
-
-        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero").to(dev)
-
-        def st(x):
-            mem = torch.zeros_like(x[0])
-            out = []
-            for t in range(x.shape[0]):
-                s, mem = leaky(x[t], mem)
-                out.append(s)
-            return torch.stack(out)
-
-        impls["snnTorch"] = st
+        impls["snnTorch"] = snntorch_lif(dev)
     except ImportError as exc:
         impls["snnTorch"] = f"skipped: not installed ({exc})"
     except Exception as exc:  # noqa: BLE001

@@ -53,9 +53,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -63,7 +61,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import mean_std, pct, pct_stat, run_meta, set_threads, sweep_logger, toml_str, write_results
+from bench_common import (
+    mean_std,
+    pct,
+    pct_stat,
+    report_fields,
+    run_meta,
+    set_threads,
+    sweep_logger,
+    toml_str,
+    train_recipe,
+    write_results,
+)
 
 VARIANTS = ("stc", "lif", "stc+pretrain")
 DEFAULT_VARIANTS = ("stc", "lif")
@@ -138,46 +147,13 @@ def data_overrides(args: argparse.Namespace, cache_dir: Path, pretrain: bool = F
 # ---------------------------------------------------------------- one run
 
 
-
-
 def _run_summary(report: dict[str, Any], recipe_name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     val = report.get("val_accuracy_per_step")
-    return {"recipe": recipe_name, "overrides": overrides, "accuracy": report["accuracy"],
-            "val_accuracy": val[-1] if val else None, "val_accuracy_per_step": val,
-            "val_samples": report.get("val_samples", 0),
-            "accuracy_per_step": report["accuracy_per_step"], "train_seconds": report["train_seconds"],
-            "epochs": report["epochs"], "seed": report["seed"], "timesteps": report["timesteps"],
-            "dataset": report["dataset"], "neuron": report["neuron"], "train_samples": report["train_samples"],
-            "test_samples": report["test_samples"], "parameters": report["parameters"],
-            "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
-            "device": report["device"], "run_dir": str(run_dir)}
-
-
-def train_one(recipe_name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace, log,
-              keep_checkpoint: bool = False) -> dict[str, Any]:
-    """Train one recipe (or reuse a finished run with the same config under ``--reuse``)."""
-    from fewstep.config import load_recipe
-    from fewstep.train import train
-
-    recipe = load_recipe(recipe_name, overrides)
-    report_path = run_dir / "report.json"
-    if args.reuse and report_path.exists():
-        try:
-            old = json.loads(report_path.read_text())
-        except (OSError, ValueError):
-            old = None
-        ckpt_ok = not keep_checkpoint or (run_dir / "last.pt").exists()
-        if old and old.get("config") == json.loads(json.dumps(recipe.to_dict())) and ckpt_ok:
-            log(f"[reuse] {run_dir}")
-            return old
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run: no stale checkpoint to resume from by accident
-    log(f"[train] {recipe_name} {' '.join(overrides)} -> {run_dir}")
-    report = train(recipe, run_dir, device=args.device, data_root=args.data_root, progress=False, log=log)
-    if not keep_checkpoint and not args.keep_checkpoints:
-        for name in ("last.pt", "last.pt.prev"):
-            (run_dir / name).unlink(missing_ok=True)
-    return report
+    return ({"recipe": recipe_name, "overrides": overrides, "accuracy": report["accuracy"],
+             "val_accuracy": val[-1] if val else None, "val_accuracy_per_step": val,
+             "val_samples": report.get("val_samples", 0),
+             "accuracy_per_step": report["accuracy_per_step"], "train_seconds": report["train_seconds"]}
+            | report_fields(report, run_dir, "neuron"))
 
 
 def run_variant(variant: str, timesteps: int, seed: int, args: argparse.Namespace, out: Path, cache_dir: Path,
@@ -192,15 +168,15 @@ def run_variant(variant: str, timesteps: int, seed: int, args: argparse.Namespac
         pre_over += data_overrides(args, cache_dir, pretrain=True)
         pre_over += [f"train.epochs={args.pretrain_epochs}", f"train.seed={seed}"]
         pre_dir = run_dir.parent / f"seed{seed}-pretrain"
-        pre_report = train_one(pre_name, pre_over, pre_dir, args, log, keep_checkpoint=True)
+        pre_report = train_recipe(pre_name, pre_over, pre_dir, args, log, keep_checkpoint=True)
         extra["pretrain"] = _run_summary(pre_report, pre_name, pre_over, pre_dir)
         base = base + [f"train.init_checkpoint={toml_str(pre_dir / 'last.pt')}"]
-        report = train_one(recipe_name, base, run_dir, args, log)
+        report = train_recipe(recipe_name, base, run_dir, args, log)
         if not args.keep_checkpoints:
             for name in ("last.pt", "last.pt.prev"):
                 (pre_dir / name).unlink(missing_ok=True)
     else:
-        report = train_one(recipe_name, base, run_dir, args, log)
+        report = train_recipe(recipe_name, base, run_dir, args, log)
     summary = _run_summary(report, recipe_name, base, run_dir)
     summary.update(extra)
     return summary

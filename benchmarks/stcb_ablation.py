@@ -58,7 +58,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -66,7 +65,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import mean_std, pct, pct_stat, run_meta, set_threads, sweep_logger, toml_str, write_results
+from bench_common import (
+    mean_std,
+    pct,
+    pct_stat,
+    report_fields,
+    run_meta,
+    set_threads,
+    sweep_logger,
+    toml_str,
+    train_recipe,
+    write_results,
+)
 
 GRADIENTS = ("equivalent", "surrogate", "ann")
 GRADIENT_LABELS = {"equivalent": "STCB, spike-train-level equivalent gradient",
@@ -163,8 +173,6 @@ def data_overrides(args: argparse.Namespace, cache_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- one run
 
 
-
-
 def energy_summary(energy: dict[str, Any] | None, timesteps: int, snn: bool = True) -> dict[str, Any]:
     """The scalar part of ``report["energy"]`` plus the first-layer bound on the ratio (SNNs only)."""
     if not energy:
@@ -179,39 +187,10 @@ def energy_summary(energy: dict[str, Any] | None, timesteps: int, snn: bool = Tr
 
 def _run_summary(report: dict[str, Any], gradient: str, recipe_name: str, overrides: list[str],
                  run_dir: Path) -> dict[str, Any]:
-    return {"gradient": gradient, "recipe": recipe_name, "overrides": overrides, "accuracy": report["accuracy"],
-            "accuracy_per_step": report["accuracy_per_step"], "train_seconds": report["train_seconds"],
-            "energy": energy_summary(report.get("energy"), report["timesteps"], snn=gradient != "ann"),
-            "epochs": report["epochs"], "seed": report["seed"], "timesteps": report["timesteps"],
-            "dataset": report["dataset"], "model": report["model"], "train_samples": report["train_samples"],
-            "test_samples": report["test_samples"], "parameters": report["parameters"],
-            "final_train_loss": report["history"][-1]["train_loss"] if report.get("history") else None,
-            "device": report["device"], "run_dir": str(run_dir)}
-
-
-def train_one(recipe_name: str, overrides: list[str], run_dir: Path, args: argparse.Namespace, log) -> dict[str, Any]:
-    """Train one recipe (or reuse a finished run with the same config under ``--reuse``)."""
-    from fewstep.config import load_recipe
-    from fewstep.train import train
-
-    recipe = load_recipe(recipe_name, overrides)
-    report_path = run_dir / "report.json"
-    if args.reuse and report_path.exists():
-        try:
-            old = json.loads(report_path.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old and old.get("config") == json.loads(json.dumps(recipe.to_dict())):
-            log(f"[reuse] {run_dir}")
-            return old
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run: no stale checkpoint to resume from by accident
-    log(f"[train] {recipe_name} {' '.join(overrides)} -> {run_dir}")
-    report = train(recipe, run_dir, device=args.device, data_root=args.data_root, progress=False, log=log)
-    if not args.keep_checkpoints:
-        for name in ("last.pt", "last.pt.prev"):
-            (run_dir / name).unlink(missing_ok=True)
-    return report
+    return ({"gradient": gradient, "recipe": recipe_name, "overrides": overrides, "accuracy": report["accuracy"],
+             "accuracy_per_step": report["accuracy_per_step"], "train_seconds": report["train_seconds"],
+             "energy": energy_summary(report.get("energy"), report["timesteps"], snn=gradient != "ann")}
+            | report_fields(report, run_dir, "model"))
 
 
 def run_variant(gradient: str, timesteps: int, seed: int, args: argparse.Namespace, out: Path, cache_dir: Path,
@@ -227,7 +206,7 @@ def run_variant(gradient: str, timesteps: int, seed: int, args: argparse.Namespa
         base.append(f"train.epochs={args.epochs}")
     t_dir = "ANN" if gradient == "ann" else f"T{timesteps}"
     run_dir = out / "runs" / gradient / t_dir / f"seed{seed}"
-    report = train_one(recipe_name, base, run_dir, args, log)
+    report = train_recipe(recipe_name, base, run_dir, args, log)
     return _run_summary(report, gradient, recipe_name, base, run_dir)
 
 

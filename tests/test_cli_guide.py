@@ -20,12 +20,14 @@ The slow test runs every offline line, in page order, in an empty folder with no
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -149,6 +151,19 @@ def recipe_of(parsed, copies: dict[str, Path]) -> str:
     return str(copies.get(name, name))
 
 
+def parsed_lines() -> Iterator[tuple[Line, argparse.Namespace, dict[str, Path]]]:
+    """In page order, each ``fewstep`` line, its parsed arguments and the files the ``cp`` lines
+    above it made (their name in the guide -> the repository file copied)."""
+    parser = build_parser()
+    copies: dict[str, Path] = {}
+    for example in examples():
+        if example.copy:
+            copies[example.copy[1]] = ROOT / example.copy[0]
+        if example.line is None:
+            continue
+        yield example.line, parser.parse_args(example.line.words), copies
+
+
 # ------------------------------------------------------------------------------------------ tests
 
 
@@ -224,15 +239,7 @@ def test_lines_that_need_data_say_so_and_the_others_run_offline():
     assert r.returncode == 0, r.stderr
     offline = {row.split()[0] for row in r.stdout.splitlines() if len(row.split()) > 3 and row.split()[3] == "offline"}
     assert QUICKSTART_RECIPE in offline and "quickstart" in offline, r.stdout
-    parser = build_parser()
-    copies: dict[str, Path] = {}
-    for example in examples():
-        if example.copy:
-            copies[example.copy[1]] = ROOT / example.copy[0]
-        if example.line is None:
-            continue
-        line = example.line
-        parsed = parser.parse_args(line.words)
+    for line, parsed, copies in parsed_lines():
         if parsed.command in ("train", "quickstart"):
             name = recipe_of(parsed, copies)
             is_offline = name in offline or (Path(name).is_file() and runs_offline(load_recipe(name)))
@@ -247,16 +254,8 @@ def test_every_checkpoint_an_example_reads_an_earlier_one_wrote():
     folder that holds a run without ``--resume`` or ``--overwrite`` (it would be refused)."""
     from fewstep.config import load_recipe
 
-    parser = build_parser()
-    copies: dict[str, Path] = {}
     written: set[Path] = set()
-    for example in examples():
-        if example.copy:
-            copies[example.copy[1]] = ROOT / example.copy[0]
-        if example.line is None:
-            continue
-        line = example.line
-        parsed = parser.parse_args(line.words)
+    for line, parsed, copies in parsed_lines():
         if parsed.command in ("train", "quickstart"):
             recipe = load_recipe(recipe_of(parsed, copies), parsed.overrides)
             out = parsed.out or Path("runs") / recipe.name

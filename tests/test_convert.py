@@ -27,12 +27,7 @@ from fewstep.train.engine import train
 MU = 4.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py: one torch thread per module
 
 
 def _skewed(n: int = 100_000) -> torch.Tensor:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from neuron_cases import MODULES_VS_REFERENCE
 
 from fewstep.kernels import cpu_neuron as cn
-from fewstep.neurons import IF, LIF, MTLIF, PLIF, NeuronParams, dispatch, neuron_multistep
+from fewstep.neurons import NeuronParams, dispatch, neuron_multistep
 from fewstep.neurons.surrogate import Surrogate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,12 +220,7 @@ def test_supports_and_dispatch_fall_back():
     assert out.membrane is None and "CpuNeuron" in out.spikes.grad_fn.next_functions[0][0].name()
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LIF(),
-    lambda: PLIF(decay=0.6, surrogate="sigmoid", learnable_threshold=True),
-    lambda: MTLIF(num_thresholds=3, surrogate="arctan", v_threshold=0.5),
-    lambda: IF(reset="soft", learnable_threshold=True, surrogate="rectangle"),
-], ids=["LIF", "PLIF", "MTLIF", "IF"])
+@MODULES_VS_REFERENCE
 def test_modules_match_reference(monkeypatch, make):
     torch.manual_seed(6)
     x = torch.randn(4, 3, 2, 5) * 1.5

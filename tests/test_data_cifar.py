@@ -13,56 +13,18 @@ import hashlib
 import io
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from format_writers import py2_pickle, pystr
 
 from fewstep.data.cifar import SPECS, load_cifar, safe_extract_tar, safe_unpickle
 from fewstep.errors import DataFormatError, DatasetNotFoundError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-# ----------------------------------------------------------------- Python 2 pickle writer
-
-def _pystr(b: bytes) -> bytes:
-    """A Python 2 ``str``: SHORT_BINSTRING or BINSTRING."""
-    return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b
-
-
-def _int(i: int) -> bytes:
-    if 0 <= i < 256:
-        return b"K" + bytes([i])
-    if 0 <= i < 65536:
-        return b"M" + struct.pack("<H", i)
-    return b"J" + struct.pack("<i", i)
-
-
-def _py2_value(v: Any) -> bytes:
-    if isinstance(v, bytes):
-        return _pystr(v)
-    if isinstance(v, int):
-        return _int(v)
-    if isinstance(v, list):
-        return b"](" + b"".join(_py2_value(x) for x in v) + b"e"
-    if isinstance(v, np.ndarray):  # what numpy 1.x under Python 2 emitted for a uint8 array
-        assert v.dtype == np.uint8
-        dtype = (b"cnumpy\ndtype\n" + _pystr(b"u1") + _int(0) + _int(1) + b"\x87R"
-                 + b"(" + _int(3) + _pystr(b"|") + b"NNN" + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff" + _int(0) + b"tb")
-        shape = b"(" + b"".join(_int(d) for d in v.shape) + b"t"
-        return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _int(0) + b"\x85" + _pystr(b"b")
-                + b"\x87R" + b"(" + _int(1) + shape + dtype + b"\x89" + _pystr(v.tobytes()) + b"tb")
-    raise TypeError(type(v))
-
-
-def py2_pickle(d: dict[bytes, Any]) -> bytes:
-    """A protocol-2 pickle of a dict as Python 2's cPickle wrote the CIFAR batches."""
-    body = b"".join(_py2_value(k) + _py2_value(v) for k, v in d.items())
-    return b"\x80\x02}(" + body + b"u."
 
 
 # ----------------------------------------------------------------- fixtures
@@ -248,7 +210,7 @@ def test_malicious_global_is_refused_without_running(tmp_path: Path) -> None:
             assert "data_batch_1" in str(ei.value) and "refusing to unpickle the global" in str(ei.value)
             assert not marker.exists()
     # the Python 2 spelling of a builtin, as an old-style GLOBAL opcode
-    target.write_bytes(b"\x80\x02c__builtin__\neval\n" + _pystr(b"1+1") + b"\x85R.")
+    target.write_bytes(b"\x80\x02c__builtin__\neval\n" + pystr(b"1+1") + b"\x85R.")
     with pytest.raises(DataFormatError, match=r"__builtin__\.eval|builtins\.eval"):
         safe_unpickle(target)
     # sanity: the same bytes really would have run the command under plain pickle

@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from format_writers import IDX_CODES as CODES
+from format_writers import idx_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fewstep.data.idx import IDX_TYPES, read_idx, write_idx
 from fewstep.errors import DataFormatError
-
-CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-         np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    """The IDX encoding of ``a``, built by hand from the format description."""
-    code = CODES[a.dtype]
-    head = bytes([0, 0, code, a.ndim]) + b"".join(struct.pack(">I", d) for d in a.shape)
-    return head + a.astype(a.dtype.newbyteorder(">")).tobytes()
 
 
 def write(tmp_path: Path, name: str, blob: bytes, gz: bool = False) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from format_writers import gesture_labels_csv
 
 from fewstep.data import event_datasets as datasets
 from fewstep.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture
@@ -112,8 +113,7 @@ def _gesture_tree(folder: Path) -> dict[str, list[tuple[int, int, int]]]:
     }
     for i, (name, rows) in enumerate(labels.items()):
         write_aedat31(folder / f"{name}.aedat", _events(i, 2000, 128), events_per_packet=300)
-        text = "class,startTime_usec,endTime_usec\n" + "".join(f"{c},{s},{e}\n" for c, s, e in rows)
-        (folder / f"{name}_labels.csv").write_text(text)
+        (folder / f"{name}_labels.csv").write_text(gesture_labels_csv(rows))
     (folder / "trials_to_train.txt").write_text("user01_fluorescent.aedat\nuser02_led.aedat\n")
     (folder / "trials_to_test.txt").write_text("user24_natural.aedat\n")
     return labels

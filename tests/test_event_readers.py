@@ -12,6 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from format_writers import AEDAT4_EVENTS_A as EVENTS_A
+from format_writers import AEDAT4_EVENTS_B as EVENTS_B
+from format_writers import (
+    AEDAT4_MAGIC,
+    AEDAT4_XML,
+    AEDAT31_HEADER,
+    build_aedat4,
+    caer_packet,
+    dat_bytes,
+    event_packet,
+    nmnist_record,
+    polarity_event,
+)
 
 from fewstep.errors import DataFormatError
 from fewstep.events.readers import (
@@ -70,14 +83,10 @@ def _expect_error(path: Path, offset: int | None, func, *args, **kwargs) -> Data
 # ----------------------------------------------------------------------------- N-MNIST
 
 
-def _nmnist_record(x: int, y: int, p: int, t: int) -> bytes:
-    return bytes([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF])
-
-
 def test_nmnist_hand_packed(tmp_path):
     path = tmp_path / "a.bin"
     path.write_bytes(
-        _nmnist_record(3, 30, 1, 0x123456) + _nmnist_record(0, 0, 0, 0) + _nmnist_record(33, 1, 1, (1 << 23) - 1)
+        nmnist_record(3, 30, 1, 0x123456) + nmnist_record(0, 0, 0, 0) + nmnist_record(33, 1, 1, (1 << 23) - 1)
     )
     ev, size = read_nmnist_bin(path)
     assert size == (34, 34)
@@ -88,7 +97,7 @@ def test_nmnist_hand_packed(tmp_path):
 def test_nmnist_overflow_marker(tmp_path):
     # y == 240 marks a timestamp overflow of 2**13 us for every later event (Read_Ndataset.m)
     path = tmp_path / "ovf.bin"
-    path.write_bytes(_nmnist_record(1, 2, 1, 100) + _nmnist_record(0, 240, 0, 0) + _nmnist_record(4, 5, 0, 50))
+    path.write_bytes(nmnist_record(1, 2, 1, 100) + nmnist_record(0, 240, 0, 0) + nmnist_record(4, 5, 0, 50))
     ev, size = read_nmnist_bin(path, sensor_size=None)
     _assert_events_equal(ev, make_events([1, 4], [2, 5], [100, 50 + 8192], [1, 0]))
     assert size == (5, 6)
@@ -104,10 +113,10 @@ def test_nmnist_writer_round_trip(tmp_path):
 
 def test_nmnist_truncated_and_out_of_range(tmp_path):
     path = tmp_path / "trunc.bin"
-    path.write_bytes(_nmnist_record(1, 1, 0, 10) * 2 + b"\x01\x02")
+    path.write_bytes(nmnist_record(1, 1, 0, 10) * 2 + b"\x01\x02")
     err = _expect_error(path, 10, read_nmnist_bin)
     assert "truncated" in str(err)
-    path.write_bytes(_nmnist_record(1, 1, 0, 10) + _nmnist_record(34, 1, 0, 11))
+    path.write_bytes(nmnist_record(1, 1, 0, 10) + nmnist_record(34, 1, 0, 11))
     err = _expect_error(path, 5, read_nmnist_bin)
     assert "outside the 34x34 sensor" in str(err)
 
@@ -168,25 +177,12 @@ def test_aedat2_malformed(tmp_path):
 
 # ----------------------------------------------------------------------------- AEDAT 3.1
 
-AEDAT31_HEADER = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
-
-
-def _caer_packet(etype: int, size: int, overflow: int, events: list[bytes], capacity: int | None = None) -> bytes:
-    n = len(events)
-    cap = n if capacity is None else capacity
-    body = b"".join(events) + b"\x00" * size * (cap - n)
-    return struct.pack("<hhiiiiii", etype, 1, size, 4, overflow, cap, n, n) + body
-
-
-def _polarity(x: int, y: int, p: int, ts: int, valid: int = 1) -> bytes:
-    return struct.pack("<Ii", (x << 17) | (y << 2) | (p << 1) | valid, ts)
-
-
 def test_aedat31_hand_packed(tmp_path):
-    special = _caer_packet(0, 8, 0, [struct.pack("<Ii", 0xDEADBEEF, 3)])
-    imu = _caer_packet(3, 36, 0, [b"\x01" * 36])
-    pkt1 = _caer_packet(1, 8, 0, [_polarity(127, 0, 1, 5), _polarity(9, 9, 0, 6, valid=0), _polarity(0, 127, 0, 7)])
-    pkt2 = _caer_packet(1, 8, 1, [_polarity(64, 32, 1, 2)], capacity=3)  # unused capacity is skipped
+    special = caer_packet(0, 8, 0, [struct.pack("<Ii", 0xDEADBEEF, 3)])
+    imu = caer_packet(3, 36, 0, [b"\x01" * 36])
+    pkt1 = caer_packet(1, 8, 0, [polarity_event(127, 0, 1, 5), polarity_event(9, 9, 0, 6, valid=0),
+                                 polarity_event(0, 127, 0, 7)])
+    pkt2 = caer_packet(1, 8, 1, [polarity_event(64, 32, 1, 2)], capacity=3)  # unused capacity is skipped
     path = tmp_path / "user01_led.aedat"
     path.write_bytes(AEDAT31_HEADER + special + pkt1 + imu + pkt2)
     ev, size = read_aedat31(path)
@@ -205,7 +201,7 @@ def test_aedat31_writer_round_trip(tmp_path):
 
 
 def test_aedat31_truncated_and_malformed(tmp_path):
-    pkt = _caer_packet(1, 8, 0, [_polarity(1, 2, 1, 3)] * 4)
+    pkt = caer_packet(1, 8, 0, [polarity_event(1, 2, 1, 3)] * 4)
     path = tmp_path / "t.aedat"
     start = len(AEDAT31_HEADER)
     path.write_bytes(AEDAT31_HEADER + pkt + pkt[:-5])  # body of the second packet cut short
@@ -221,7 +217,7 @@ def test_aedat31_truncated_and_malformed(tmp_path):
     bad_count = struct.pack("<hhiiiiii", 1, 1, 8, 4, 0, 1, 2, 2) + b"\x00" * 8  # number > capacity
     path.write_bytes(AEDAT31_HEADER + bad_count)
     _expect_error(path, start, read_aedat31)
-    path.write_bytes(AEDAT31_HEADER + _caer_packet(1, 8, 0, [_polarity(200, 2, 1, 3)]))
+    path.write_bytes(AEDAT31_HEADER + caer_packet(1, 8, 0, [polarity_event(200, 2, 1, 3)]))
     err = _expect_error(path, start + 28, read_aedat31)
     assert "outside the 128x128 sensor" in str(err)
 
@@ -260,76 +256,18 @@ def test_gesture_labels_malformed(tmp_path, text, line):
 
 # ----------------------------------------------------------------------------- AEDAT 4.0
 
-AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
-INFO_XML = """<dv version="2.0">
-    <node name="outInfo" path="/mainloop/Recorder/outInfo/">
-        <node name="0" path="/mainloop/Recorder/outInfo/0/">
-            <attr key="compression" type="string">{comp}</attr>
-            <attr key="originalOutputName" type="string">events</attr>
-            <attr key="typeIdentifier" type="string">EVTS</attr>
-            <node name="info" path="/mainloop/Recorder/outInfo/0/info/">
-                <attr key="sizeX" type="int">40</attr>
-                <attr key="sizeY" type="int">30</attr>
-            </node>
-        </node>
-        <node name="2" path="/mainloop/Recorder/outInfo/2/">
-            <attr key="originalOutputName" type="string">imu</attr>
-            <attr key="typeIdentifier" type="string">IMUS</attr>
-        </node>
-    </node>
-</dv>
-"""
-
-
-def _io_header(compression: int, table_position: int, info: str) -> bytes:
-    """FlatBuffer IOHeader laid out by hand: root offset, "IOHE", vtable, table, string."""
-    vtable = struct.pack("<HHHHH", 10, 24, 4, 8, 16) + b"\x00\x00"  # 3 fields, padded to 12 bytes
-    table_at = 8 + len(vtable)  # 20: soffset, compression, (pad), dataTablePosition, infoNode
-    table = struct.pack("<iiqI", table_at - 8, compression, table_position, 0)
-    string_at = table_at + len(table)
-    table = table[:-4] + struct.pack("<I", string_at - (table_at + 16))
-    raw = info.encode()
-    return struct.pack("<I", table_at) + b"IOHE" + vtable + table + struct.pack("<I", len(raw)) + raw + b"\x00"
-
-
-def _event_packet(events: list[tuple[int, int, int, int]], identifier: bytes = b"EVTS") -> bytes:
-    """Size-prefixed FlatBuffer EventPacket (as DV writes it) with a vector of 16-byte Events."""
-    # layout after the size prefix: root(4) id(4) vtable(6)+pad(2) table(8: soffset, uoffset)
-    # vector length at 24, elements at 28 -> pad so that elements start 8-aligned (at 32)
-    vtable = struct.pack("<HHH", 6, 8, 4) + b"\x00\x00"
-    table_at = 8 + len(vtable)  # 16
-    vec_at = 28  # uint32 length at 28, structs from 32
-    table = struct.pack("<iI", table_at - 8, vec_at - (table_at + 4))
-    buf = struct.pack("<I", table_at) + identifier + vtable + table + b"\x00" * (vec_at - table_at - 8)
-    buf += struct.pack("<I", len(events))
-    buf += b"".join(struct.pack("<qhh?3x", t, x, y, bool(p)) for t, x, y, p in events)
-    return struct.pack("<I", len(buf)) + buf
-
-
 def _aedat4_file(packets: list[tuple[int, bytes]], compression: int = 0, with_table: bool = True) -> bytes:
-    compress = (lambda b: b) if compression == 0 else __import__("lz4.frame").frame.compress
-    body = b"".join(struct.pack("<ii", sid, len(compress(p))) + compress(p) for sid, p in packets)
-    comp_name = {0: "NONE", 1: "LZ4"}[compression]
-    info = INFO_XML.format(comp=comp_name)
-    header = _io_header(compression, 0, info)
-    start = len(AEDAT4_MAGIC) + 4 + len(header)
-    table_pos = start + len(body) if with_table else -1
-    header = _io_header(compression, table_pos, info)
-    data_table = b"FAKE-DATA-TABLE" if with_table else b""
-    return AEDAT4_MAGIC + struct.pack("<i", len(header)) + header + body + data_table
-
-
-EVENTS_A = [(1_000_000, 0, 0, 1), (1_000_005, 39, 29, 0), (1_000_005, 7, 3, 1)]
-EVENTS_B = [(1_000_100, 20, 10, 0)]
+    info = AEDAT4_XML.format(comp={0: "NONE", 1: "LZ4"}[compression], w=40, h=30)
+    return build_aedat4(packets, compression, info, with_table, data_table=b"FAKE-DATA-TABLE")
 
 
 @pytest.mark.parametrize("compression", [0, 1])
 def test_aedat4_hand_built(tmp_path, compression):
     if compression:
         pytest.importorskip("lz4.frame")
-    imu = _event_packet([(5, 1, 1, 1)], identifier=b"IMUS")  # other stream: skipped unparsed
+    imu = event_packet([(5, 1, 1, 1)], identifier=b"IMUS")  # other stream: skipped unparsed
     path = tmp_path / "rec.aedat4"
-    path.write_bytes(_aedat4_file([(0, _event_packet(EVENTS_A)), (2, imu), (0, _event_packet(EVENTS_B))], compression))
+    path.write_bytes(_aedat4_file([(0, event_packet(EVENTS_A)), (2, imu), (0, event_packet(EVENTS_B))], compression))
     ev, size = read_aedat4(path)
     assert size == (40, 30)
     t, x, y, p = zip(*(EVENTS_A + EVENTS_B))
@@ -341,21 +279,21 @@ def test_aedat4_hand_built(tmp_path, compression):
 
 
 def test_aedat4_truncated_and_malformed(tmp_path):
-    good = _aedat4_file([(0, _event_packet(EVENTS_A)), (0, _event_packet(EVENTS_B))], with_table=False)
+    good = _aedat4_file([(0, event_packet(EVENTS_A)), (0, event_packet(EVENTS_B))], with_table=False)
     path = tmp_path / "t.aedat4"
-    last_packet = len(good) - (8 + len(_event_packet(EVENTS_B)))
+    last_packet = len(good) - (8 + len(event_packet(EVENTS_B)))
     path.write_bytes(good[:-7])
     err = _expect_error(path, last_packet, read_aedat4)
     assert "cut short" in str(err)
-    with_table = _aedat4_file([(0, _event_packet(EVENTS_A))])
+    with_table = _aedat4_file([(0, event_packet(EVENTS_A))])
     path.write_bytes(with_table[:-20])  # data table position now lies beyond the end
     err = _expect_error(path, None, read_aedat4)
     assert "truncated" in str(err)
     path.write_bytes(good[:30])  # IOHeader cut short
     _expect_error(path, len(AEDAT4_MAGIC) + 4, read_aedat4)
-    wrong_id = _aedat4_file([(0, _event_packet(EVENTS_A, identifier=b"XXXX"))], with_table=False)
+    wrong_id = _aedat4_file([(0, event_packet(EVENTS_A, identifier=b"XXXX"))], with_table=False)
     path.write_bytes(wrong_id)
-    first = len(wrong_id) - (8 + len(_event_packet(EVENTS_A)))
+    first = len(wrong_id) - (8 + len(event_packet(EVENTS_A)))
     err = _expect_error(path, first, read_aedat4)
     assert "EVTS" in str(err)
     path.write_bytes(b"#!AER-DAT4.1\r\n")
@@ -365,7 +303,7 @@ def test_aedat4_truncated_and_malformed(tmp_path):
 def test_aedat4_lz4_missing_gives_install_hint(tmp_path, monkeypatch):
     pytest.importorskip("lz4.frame")
     path = tmp_path / "c.aedat4"
-    path.write_bytes(_aedat4_file([(0, _event_packet(EVENTS_A))], compression=1))
+    path.write_bytes(_aedat4_file([(0, event_packet(EVENTS_A))], compression=1))
     monkeypatch.setitem(sys.modules, "lz4", None)
     monkeypatch.setitem(sys.modules, "lz4.frame", None)
     with pytest.raises(ImportError, match=r"pip install fewstep\[events\]"):
@@ -387,22 +325,14 @@ def test_aedat4_real_sample():
 # ----------------------------------------------------------------------------- Prophesee .dat
 
 
-DAT_HEADER = b"% Data file containing CD events\n% Version 2\n% Width 64\n% Height 48\n"
-
-
-def _dat_bytes(events, header=DAT_HEADER, etype=0x0C, size=8):
-    body = b"".join(struct.pack("<II", t, x | (y << 14) | (p << 28)) for x, y, t, p in events)
-    return header + bytes([etype, size]) + body
-
-
 def test_prophesee_hand_packed(tmp_path):
     path = tmp_path / "c.dat"
-    path.write_bytes(_dat_bytes([(63, 47, 10, 1), (0, 0, 20, 0), (5, 6, 2**32 - 1, 1)]))
+    path.write_bytes(dat_bytes([(63, 47, 10, 1), (0, 0, 20, 0), (5, 6, 2**32 - 1, 1)]))
     ev, size = read_prophesee_dat(path)
     assert size == (64, 48)
     _assert_events_equal(ev, make_events([63, 0, 5], [47, 0, 6], [10, 20, 2**32 - 1], [1, 0, 1]))
     # Event2d (type 0) files without Width/Height default to the ATIS Gen1 304x240
-    path.write_bytes(_dat_bytes([(300, 200, 1, 0)], header=b"% Version 2\n", etype=0))
+    path.write_bytes(dat_bytes([(300, 200, 1, 0)], header=b"% Version 2\n", etype=0))
     assert read_prophesee_dat(path)[1] == (304, 240)
 
 
@@ -417,15 +347,15 @@ def test_prophesee_writer_round_trip(tmp_path):
 def test_prophesee_malformed(tmp_path):
     path = tmp_path / "bad.dat"
     header = b"% Version 2\n% Width 64\n% Height 48\n"
-    good = _dat_bytes([(1, 2, 3, 1)] * 3, header=header)
+    good = dat_bytes([(1, 2, 3, 1)] * 3, header=header)
     path.write_bytes(good[:-3])
     err = _expect_error(path, len(header) + 2 + 16, read_prophesee_dat)
     assert "truncated" in str(err)
-    path.write_bytes(_dat_bytes([(1, 2, 3, 1)], header=header, etype=0x0E))
+    path.write_bytes(dat_bytes([(1, 2, 3, 1)], header=header, etype=0x0E))
     _expect_error(path, len(header), read_prophesee_dat)
-    path.write_bytes(_dat_bytes([(1, 2, 3, 1)], header=header, size=16))
+    path.write_bytes(dat_bytes([(1, 2, 3, 1)], header=header, size=16))
     _expect_error(path, len(header) + 1, read_prophesee_dat)
-    path.write_bytes(_dat_bytes([(1, 2, 3, 1), (64, 2, 3, 1)], header=header))
+    path.write_bytes(dat_bytes([(1, 2, 3, 1), (64, 2, 3, 1)], header=header))
     _expect_error(path, len(header) + 2 + 8, read_prophesee_dat)
 
 

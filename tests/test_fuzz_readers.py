@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from benchmark_scripts import load_benchmark
+from format_writers import AEDAT4_XML, build_aedat4, event_packet, idx_header
 
 from fewstep.errors import DataFormatError
 
@@ -137,7 +137,7 @@ def test_boundary_cuts_cover_every_region_of_an_aedat31_file(tmp_path: Path) -> 
 
 
 def _idx(path: Path, code: int, dims: list[int], payload: bytes, gz: bool = False) -> Path:
-    blob = bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + payload
+    blob = idx_header(code, dims) + payload
     path.write_bytes(gzip.compress(blob) if gz else blob)
     return path
 
@@ -248,9 +248,8 @@ def test_gesture_label_times_beyond_64_bits(tmp_path: Path) -> None:
 
 
 def _aedat4_with(tmp_path: Path, xml: str, events: list[tuple[int, int, int, int]]) -> Path:
-    fuzz = _harness()
     p = tmp_path / "rec.aedat4"
-    p.write_bytes(fuzz.build_aedat4([(0, fuzz._event_packet(events))], 0, xml))
+    p.write_bytes(build_aedat4([(0, event_packet(events))], 0, xml))
     return p
 
 
@@ -258,8 +257,7 @@ def _aedat4_with(tmp_path: Path, xml: str, events: list[tuple[int, int, int, int
 def test_aedat4_sizes_in_the_xml_are_plain_numbers(tmp_path: Path, size_x: str, sensor: object) -> None:
     from fewstep.events.readers import read_aedat4
 
-    fuzz = _harness()
-    xml = fuzz.AEDAT4_XML.format(comp="NONE", w=size_x, h=30)  # '²'.isdigit() is True: was ValueError from int()
+    xml = AEDAT4_XML.format(comp="NONE", w=size_x, h=30)  # '²'.isdigit() is True: was ValueError from int()
     ev, size = read_aedat4(_aedat4_with(tmp_path, xml, [(1, 2, 3, 1)]))
     assert size == (sensor or (3, 4)) and len(ev) == 1
 
@@ -268,8 +266,7 @@ def test_aedat4_sizes_in_the_xml_are_plain_numbers(tmp_path: Path, size_x: str, 
 def test_aedat4_stream_ids_in_the_xml_are_plain_numbers(tmp_path: Path, name: str) -> None:
     from fewstep.events.readers import read_aedat4
 
-    fuzz = _harness()
-    xml = fuzz.AEDAT4_XML.format(comp="NONE", w=40, h=30).replace('name="0"', f'name="{name}"')
+    xml = AEDAT4_XML.format(comp="NONE", w=40, h=30).replace('name="0"', f'name="{name}"')
     with pytest.raises(DataFormatError, match="no event"):  # the stream is ignored, not a ValueError
         read_aedat4(_aedat4_with(tmp_path, xml, [(1, 2, 3, 1)]))
 
@@ -278,8 +275,7 @@ def test_aedat4_stream_ids_in_the_xml_are_plain_numbers(tmp_path: Path, name: st
 def test_aedat4_declared_sensor_size_out_of_range(tmp_path: Path, w: int, h: int) -> None:
     from fewstep.events.readers import read_aedat4
 
-    fuzz = _harness()
-    xml = fuzz.AEDAT4_XML.format(comp="NONE", w=w, h=h)
+    xml = AEDAT4_XML.format(comp="NONE", w=w, h=h)
     with pytest.raises(DataFormatError, match=f"declares a {w}x{h} sensor"):
         read_aedat4(_aedat4_with(tmp_path, xml, []))
 
@@ -287,8 +283,7 @@ def test_aedat4_declared_sensor_size_out_of_range(tmp_path: Path, w: int, h: int
 def test_aedat4_negative_coordinates_without_a_declared_size(tmp_path: Path) -> None:
     from fewstep.events.readers import read_aedat4
 
-    fuzz = _harness()
-    xml = fuzz.AEDAT4_XML.format(comp="NONE", w="", h="")  # no size: inferred from the coordinates
+    xml = AEDAT4_XML.format(comp="NONE", w="", h="")  # no size: inferred from the coordinates
     with pytest.raises(DataFormatError, match=r"event \(-5, 3\) outside"):  # was returned with a (0, 4) sensor
         read_aedat4(_aedat4_with(tmp_path, xml, [(1, -5, 3, 1)]))
 
@@ -536,9 +531,8 @@ def test_readers_return_time_sorted_events(tmp_path: Path, fmt: str) -> None:
         r.write_aedat31(p, ev)
         got, _ = r.read_aedat31(p)
     elif fmt == "aedat4":
-        fuzz = _harness()
-        xml = fuzz.AEDAT4_XML.format(comp="NONE", w=40, h=30)
-        p.write_bytes(fuzz.build_aedat4([(0, fuzz._event_packet([(int(e["t"]), int(e["x"]), int(e["y"]), int(e["p"]))
+        xml = AEDAT4_XML.format(comp="NONE", w=40, h=30)
+        p.write_bytes(build_aedat4([(0, event_packet([(int(e["t"]), int(e["x"]), int(e["y"]), int(e["p"]))
                                                                   for e in ev]))], 0, xml))
         got, _ = r.read_aedat4(p)
     else:
@@ -553,7 +547,6 @@ def test_readers_return_time_sorted_events(tmp_path: Path, fmt: str) -> None:
 def test_aedat4_negative_timestamps_are_refused(tmp_path: Path) -> None:
     from fewstep.events.readers import read_aedat4
 
-    fuzz = _harness()
-    xml = fuzz.AEDAT4_XML.format(comp="NONE", w=40, h=30)
+    xml = AEDAT4_XML.format(comp="NONE", w=40, h=30)
     with pytest.raises(DataFormatError, match=r"negative timestamp -7 \(1 such events\)"):  # was returned as is
         read_aedat4(_aedat4_with(tmp_path, xml, [(-7, 1, 1, 1), (5, 2, 2, 0)]))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from neuron_cases import MODULES_VS_REFERENCE
 
 if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip(
@@ -27,10 +28,7 @@ triton = pytest.importorskip("triton", reason="triton is not installed (optional
 import torch  # noqa: E402  (after TRITON_INTERPRET is set)
 
 from fewstep.neurons import (  # noqa: E402
-    IF,
     LIF,
-    MTLIF,
-    PLIF,
     NeuronParams,
     Surrogate,
     dispatch,
@@ -286,12 +284,7 @@ def test_dispatch_picks_kernel_under_flags(kernels_on, monkeypatch):
     assert (fn is not None and "CpuNeuron" in fn.name()) == cpu_neuron.available()
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LIF(),
-    lambda: PLIF(decay=0.6, surrogate="sigmoid", learnable_threshold=True),
-    lambda: MTLIF(num_thresholds=3, surrogate="arctan", v_threshold=0.5),
-    lambda: IF(reset="soft", learnable_threshold=True, surrogate="rectangle"),
-], ids=["LIF", "PLIF", "MTLIF", "IF"])
+@MODULES_VS_REFERENCE
 def test_module_matches_reference(kernels_on, monkeypatch, make):
     x = _x((4, 3, 2, 5))
     mk = make()

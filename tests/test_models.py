@@ -70,14 +70,7 @@ def make(name: str, input_shape: tuple[int, ...] = CIFAR, neuron: NeuronSpec | N
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning
-    makes them ~20x slower; restore the setting for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py: one torch thread per module
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:

@@ -47,6 +47,19 @@ def _assert_seq(got, expected, exact=False):
         assert got == pytest.approx(expected, abs=1e-12)
 
 
+def _check_by_hand(n: SpikingNeuron, xs: list[float], spikes: list[float], membranes: list[float],
+                   v_last: float | None = None) -> None:
+    """Run ``n`` on ``xs`` and compare with the hand-computed spikes (exactly) and membranes h_t;
+    with ``v_last``, the neuron keeps its state and its final membrane v is compared too."""
+    if v_last is not None:
+        n.keep_state = True
+    s, h = _run(n, xs)
+    _assert_seq(s, spikes, exact=True)
+    _assert_seq(h, membranes)
+    if v_last is not None:
+        assert n.v[0].item() == pytest.approx(v_last, abs=1e-12)
+
+
 # =========================================================================== hand-computed dynamics
 
 X = [0.6, 0.6, 0.6, 2.5, 0.1]
@@ -60,22 +73,14 @@ def test_if_soft_reset_by_hand():
     # t3: h = 0.8 + 2.5 = 3.3  s=1  v=2.3   (K=1: one spike even though h >= 3)
     # t4: h = 2.3 + 0.1 = 2.4  s=1  v=1.4
     n = IF(reset="soft")
-    n.keep_state = True
-    s, h = _run(n, X)
-    _assert_seq(s, [0.0, 1.0, 0.0, 1.0, 1.0], exact=True)
-    _assert_seq(h, [0.6, 1.2, 0.8, 3.3, 2.4])
-    assert n.v[0].item() == pytest.approx(1.4, abs=1e-12)
+    _check_by_hand(n, X, [0.0, 1.0, 0.0, 1.0, 1.0], [0.6, 1.2, 0.8, 3.3, 2.4], v_last=1.4)
 
 
 def test_if_hard_reset_by_hand():
     # t0: h = 0.6 s=0 v=0.6 | t1: h = 1.2 s=1 v=0 | t2: h = 0.6 s=0 v=0.6
     # t3: h = 3.1 s=1 v=0  | t4: h = 0.1 s=0 v=0.1
     n = IF()
-    n.keep_state = True
-    s, h = _run(n, X)
-    _assert_seq(s, [0.0, 1.0, 0.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [0.6, 1.2, 0.6, 3.1, 0.1])
-    assert n.v[0].item() == pytest.approx(0.1, abs=1e-12)
+    _check_by_hand(n, X, [0.0, 1.0, 0.0, 1.0, 0.0], [0.6, 1.2, 0.6, 3.1, 0.1], v_last=0.1)
 
 
 def test_lif_hard_reset_decay_half_by_hand():
@@ -86,11 +91,7 @@ def test_lif_hard_reset_decay_half_by_hand():
     # t3: h = 0     + 2.5 = 2.5  s=1 v=0
     # t4: h = 0     + 0.1 = 0.1  s=0 v=0.1
     n = LIF(decay=0.5, reset="hard")
-    n.keep_state = True
-    s, h = _run(n, X)
-    _assert_seq(s, [0.0, 0.0, 1.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [0.6, 0.9, 1.05, 2.5, 0.1])
-    assert n.v[0].item() == pytest.approx(0.1, abs=1e-12)
+    _check_by_hand(n, X, [0.0, 0.0, 1.0, 1.0, 0.0], [0.6, 0.9, 1.05, 2.5, 0.1], v_last=0.1)
 
 
 def test_lif_soft_reset_by_hand():
@@ -100,11 +101,7 @@ def test_lif_soft_reset_by_hand():
     # t3: h = 0.025  + 2.5 = 2.525  s=1 v=1.525
     # t4: h = 0.7625 + 0.1 = 0.8625 s=0 v=0.8625
     n = LIF(decay=0.5, reset="soft")
-    n.keep_state = True
-    s, h = _run(n, X)
-    _assert_seq(s, [0.0, 0.0, 1.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [0.6, 0.9, 1.05, 2.525, 0.8625])
-    assert n.v[0].item() == pytest.approx(0.8625, abs=1e-12)
+    _check_by_hand(n, X, [0.0, 0.0, 1.0, 1.0, 0.0], [0.6, 0.9, 1.05, 2.525, 0.8625], v_last=0.8625)
 
 
 def test_lif_hard_reset_nonzero_v_reset_by_hand():
@@ -115,11 +112,7 @@ def test_lif_hard_reset_nonzero_v_reset_by_hand():
     # t3: h = -0.5 + 0.5*1.05 + 2.5 = 2.525  s=1 v=-0.5
     # t4: h = -0.5 + 0.5*0    + 0.1 = -0.4   s=0 v=-0.4
     n = LIF(decay=0.5, reset="hard", v_reset=-0.5)
-    n.keep_state = True
-    s, h = _run(n, X)
-    _assert_seq(s, [0.0, 0.0, 0.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [0.1, 0.4, 0.55, 2.525, -0.4])
-    assert n.v[0].item() == pytest.approx(-0.4, abs=1e-12)
+    _check_by_hand(n, X, [0.0, 0.0, 0.0, 1.0, 0.0], [0.1, 0.4, 0.55, 2.525, -0.4], v_last=-0.4)
 
 
 def test_mtlif_k3_soft_reset_by_hand():
@@ -134,27 +127,20 @@ def test_mtlif_k3_soft_reset_by_hand():
     # t6: h = 1.609375 + 0  = 1.609375   s=1 v=0.609375
     n = MTLIF(num_thresholds=3)
     assert n.learnable_decay and n.reset_mode == "soft"
-    n.keep_state = True
-    s, h = _run(n, [0.6, 0.6, 2.5, 3.2, 0.1, 6.0, 0.0])
-    _assert_seq(s, [0.0, 0.0, 2.0, 3.0, 0.0, 3.0, 1.0], exact=True)
-    _assert_seq(h, [0.6, 0.9, 2.95, 3.675, 0.4375, 6.21875, 1.609375])
-    assert n.v[0].item() == pytest.approx(0.609375, abs=1e-12)
+    _check_by_hand(n, [0.6, 0.6, 2.5, 3.2, 0.1, 6.0, 0.0], [0.0, 0.0, 2.0, 3.0, 0.0, 3.0, 1.0],
+                   [0.6, 0.9, 2.95, 3.675, 0.4375, 6.21875, 1.609375], v_last=0.609375)
 
 
 def test_mtlif_hard_reset_by_hand():
     # K = 2, hard reset to 0, decay 0.5: t0 h=2.2 s=2 v=0 | t1 h=1.5 s=1 v=0 | t2 h=0.9 s=0 v=0.9
-    n = MTLIF(num_thresholds=2, reset="hard", learnable_decay=False)
-    s, h = _run(n, [2.2, 1.5, 0.9])
-    _assert_seq(s, [2.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [2.2, 1.5, 0.9])
+    _check_by_hand(MTLIF(num_thresholds=2, reset="hard", learnable_decay=False), [2.2, 1.5, 0.9], [2.0, 1.0, 0.0],
+                   [2.2, 1.5, 0.9])
 
 
 def test_scale_output_lif_by_hand():
     # LIF hard, V_th = 2: h = 0.6, 0.9, 1.05, 0.525 + 2.5 = 3.025 (spike, v=0), 0.1
     # output = s * V_th = [0, 0, 0, 2, 0]
-    s, h = _run(LIF(v_threshold=2.0, scale_output=True), X)
-    _assert_seq(s, [0.0, 0.0, 0.0, 2.0, 0.0], exact=True)
-    _assert_seq(h, [0.6, 0.9, 1.05, 3.025, 0.1])
+    _check_by_hand(LIF(v_threshold=2.0, scale_output=True), X, [0.0, 0.0, 0.0, 2.0, 0.0], [0.6, 0.9, 1.05, 3.025, 0.1])
 
 
 def test_scale_output_mtlif_by_hand():
@@ -164,9 +150,8 @@ def test_scale_output_mtlif_by_hand():
     # t2: h = 0.225 + 1.2 = 1.425 s=2 (>=0.5, >=1.0) v = 1.425 - 1.0 = 0.425
     # t3: h = 0.2125              s=0
     # output = s * 0.5 = [0, 0, 1.0, 0]
-    s, h = _run(MTLIF(num_thresholds=2, v_threshold=0.5, scale_output=True), [0.3, 0.3, 1.2, 0.0])
-    _assert_seq(s, [0.0, 0.0, 1.0, 0.0], exact=True)
-    _assert_seq(h, [0.3, 0.45, 1.425, 0.2125])
+    _check_by_hand(MTLIF(num_thresholds=2, v_threshold=0.5, scale_output=True), [0.3, 0.3, 1.2, 0.0],
+                   [0.0, 0.0, 1.0, 0.0], [0.3, 0.45, 1.425, 0.2125])
 
 
 def test_threshold_is_inclusive():

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
-from benchmark_scripts import load_benchmark
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import check_sweep_payload, check_sweep_run, is_fraction, load_benchmark
 
 
 def _bench():
     return load_benchmark("nmnist_ablation")
-
-
-
-def _fraction(v) -> bool:
-    return isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0
 
 
 def test_variant_recipes() -> None:
@@ -39,29 +31,17 @@ def test_tiny_run_writes_every_number(tmp_path: Path, _one_thread, capsys) -> No
                            "--variants", "stc", "lif", "stc+pretrain", "--pretrain-dataset", "saccade-digits",
                            "--pretrain-train-limit", "64", "--pretrain-test-limit", "32", "--pretrain-epochs", "1",
                            "--out", str(out)])
-    res = json.loads((out / "results.json").read_text())
-    assert res == json.loads(json.dumps(returned))
-    assert set(res) == {"meta", "results", "summary"}
+    res = check_sweep_payload(out, returned, train_samples=64, test_samples=32)
     meta = res["meta"]
-    assert meta["seeds"] == [0] and meta["timesteps"] == [1, 2] and meta["epochs"] == 1
-    assert meta["train_samples"] == 64 and meta["test_samples"] == 32 and meta["wall_seconds"] > 0
     assert meta["recipes"]["stc"] == {"1": "nmnist-stc-t1", "2": "nmnist-stc-t2"}
     assert set(res["results"]) == set(res["summary"]) == {"stc", "lif", "stc+pretrain"}
     for variant, per_t in res["results"].items():
         assert set(per_t) == {"1", "2"}
         for t, per_seed in per_t.items():
             run = per_seed["0"]
-            assert run["dataset"] == "saccade-digits" and run["timesteps"] == int(t) and run["epochs"] == 1
-            assert len(run["accuracy_per_step"]) == int(t)
-            assert all(_fraction(a) for a in [run["accuracy"], *run["accuracy_per_step"]]), run
-            assert run["accuracy"] == run["accuracy_per_step"][-1]
-            assert run["train_seconds"] > 0 and "train.seed=0" in run["overrides"]
-            assert not (Path(run["run_dir"]) / "last.pt").exists()  # checkpoints removed by default
-            s = res["summary"][variant][t]
-            assert s["accuracy"]["mean"] == run["accuracy"] and s["accuracy"]["std"] == 0.0
-            assert len(s["accuracy_per_step"]) == int(t)
+            check_sweep_run(run, res["summary"][variant][t], "saccade-digits", int(t))
             if variant == "stc+pretrain":
-                assert _fraction(run["pretrain"]["accuracy"])
+                assert is_fraction(run["pretrain"]["accuracy"])
                 assert any(o.startswith("train.init_checkpoint=") for o in run["overrides"])
             if variant == "lif":
                 assert run["neuron"] == "lif"

@@ -19,13 +19,7 @@ from fewstep.layers.stcb import equivalent_gradient, if_conversion, spike_train_
 from fewstep.models import MODELS, SpikingModel, build_model
 from fewstep.neurons import IF, NeuronSpec, reset_net, set_step_mode, spiking_neurons
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # tests/conftest.py: one torch thread per module
 
 
 def count_of(current: torch.Tensor, v_th: float) -> torch.Tensor:
