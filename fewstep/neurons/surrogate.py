@@ -75,14 +75,14 @@ def surrogate_primitive(name: str, x: torch.Tensor, width: float) -> torch.Tenso
 
 class _SpikeFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, name: str, width: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, name: str, width: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.name = name
         ctx.width = width
         return (x >= 0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
         return grad_out * _DERIVATIVES[ctx.name](x, ctx.width), None, None
 
