@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 
@@ -105,11 +106,11 @@ class Surrogate:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spike ``H(x)`` with the surrogate gradient in backward."""
-        return _SpikeFn.apply(x, self.name, float(self.width))
+        return _SpikeFn.apply(x, self.name, float(cast(float, self.width)))  # width: set in __post_init__
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate derivative ``g(x)`` itself."""
-        return _DERIVATIVES[self.name](x, float(self.width))
+        return _DERIVATIVES[self.name](x, float(cast(float, self.width)))
 
 
 def as_surrogate(value: Surrogate | str | None, width: float | None = None) -> Surrogate:
