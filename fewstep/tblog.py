@@ -59,7 +59,7 @@ class SpikeRateMonitor:
         self.eval_only = eval_only
         self._handles: list = []
         self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, float] = {}  # elements, times amp
 
     def attach(self, model: nn.Module) -> SpikeRateMonitor:
         from .energy import neuron_amplitude

@@ -15,7 +15,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ def convert(dnn: nn.Module, factors: Sequence[LayerFactors], timesteps: int | No
         neuron.set_factors(f.v_threshold, f.b, initial_membrane=f.initial_membrane)  # after the dtype change
         _replace_module(snn, name, neuron)
     if isinstance(snn, ConvertibleNet) or hasattr(snn, "spiking"):
-        snn.spiking = True
+        setattr(snn, "spiking", True)  # a ConvertibleNet, or any model with a spiking switch
     if timesteps is not None:
         if not isinstance(snn, SpikingModel):
             raise ValueError("timesteps applies to a SpikingModel; a plain module takes [T, B, ...] input")
@@ -93,7 +93,8 @@ def converted_checkpoint(snn: nn.Module, recipe: Recipe, factors: Sequence[Layer
     """A fewstep checkpoint of a converted SNN. The weights go through the registered model the
     recipe names (a strict load), so the checkpoint is known to load where it will be used."""
     m = recipe.model
-    registered = build_model(m.name, num_classes=snn.num_classes, input_shape=snn.input_shape,
+    net = cast(Any, snn)  # a registered model: it carries num_classes and input_shape
+    registered = build_model(m.name, num_classes=net.num_classes, input_shape=net.input_shape,
                              timesteps=m.timesteps, neuron=recipe.neuron, **m.options)
     registered.load_state_dict(snn.state_dict())
     return {"recipe": recipe.to_dict(), "model": {k: v.detach().cpu() for k, v in registered.state_dict().items()},

@@ -35,7 +35,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         from numpy._core import numeric as nu
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray as ma  # type: ignore[no-redef]
-        from numpy.core import numeric as nu
+        from numpy.core import numeric as nu  # type: ignore[no-redef]
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = "_reconstruct"
@@ -317,11 +317,12 @@ def check_pickle_structure(path: str | Path, data: bytes, max_nesting: int = MAX
                 raise DataFormatError(path, f"not a valid CIFAR pickle: {name} on too short a stack", start)
             del stack[-below:]
             consumed = base + consumed
-        deepest = max((c.depth for c in consumed), default=-1)  # (no MARK left in `consumed`)
+        # (no MARK, the None cells, left in `consumed`)
+        deepest = max((c.depth for c in cast("list[_Cell]", consumed)), default=-1)
         if kind == "mutate":
             cell = consumed[0]
             assert cell is not None
-            cell.depth = max(cell.depth, 1 + max((c.depth for c in consumed[1:]), default=-1))
+            cell.depth = max(cell.depth, 1 + max((c.depth for c in cast("list[_Cell]", consumed[1:])), default=-1))
         else:
             cell = _Cell(1 + deepest)
         if cell.depth > max_nesting:
@@ -498,7 +499,7 @@ def _ensure_extracted(spec: CifarSpec, root: Path, download: bool, timeout: floa
             f"extraction is atomic): delete it, or complete it, or put {spec.archive} in {root}/ instead.")
     if not archive.is_file() and download:
         try:
-            kw = {} if timeout is None else {"timeout": timeout}
+            kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             download_file([URL_BASE + spec.archive], archive, md5=spec.md5, **kw)
         except (DownloadError, OSError) as e:
             reason = f"\nDownloading it failed (set ${MIRROR_ENV} to a base URL serving {spec.archive} to use " \

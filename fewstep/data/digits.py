@@ -39,7 +39,7 @@ def load_digits(root: Path | None = None, download: bool = True, test_fraction: 
     images = np.round(raw / 16.0 * 255.0).astype(np.uint8)[:, None]  # [N, 1, 8, 8]
     labels = target.astype(np.int64)
     rng = np.random.default_rng(split_seed)
-    test_idx = []
+    test_idx: list[int] = []
     for c in range(10):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)

@@ -261,6 +261,7 @@ def _compute(source: EventSource, opts: EventOptions, what: str = "events") -> n
                     bar.update(1)
         else:
             i = 0
+            assert source.blocks is not None  # a source has read or blocks
             for block in source.blocks(None if bar is None else bar.update):
                 for events in block:
                     out[i] = stc(events, source.sensor_size, timesteps, **params)

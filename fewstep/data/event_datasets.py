@@ -43,6 +43,7 @@ served through an IBM Box page that needs a browser, so it must be downloaded by
 
 from __future__ import annotations
 
+import functools
 import gzip
 import lzma
 import os
@@ -54,7 +55,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ class EventDataset(Sequence):
     sensor_size: tuple[int, int, int] = (0, 0, 2)
     #: the events' dtype and field order, the class attributes Tonic's datasets carry
     dtype: np.dtype = EVENT_DTYPE
-    ordering: tuple[str, ...] = EVENT_DTYPE.names  # ("x", "y", "t", "p")
+    ordering: tuple[str, ...] = cast("tuple[str, ...]", EVENT_DTYPE.names)  # ("x", "y", "t", "p")
 
     def __init__(
         self,
@@ -500,13 +501,14 @@ class CIFAR10DVS(EventDataset):
                     if not zips[c].is_file():
                         url, md5 = CIFAR10DVS_RESOURCES[c]
                         _download(url, zips[c], md5)
-                    _extract_atomically(zips[c], d / c, lambda p, c=c: _has_class_files(p, c))
+                    _extract_atomically(zips[c], d / c, functools.partial(_has_class_files, cls=c))
                 return d
         if download:
             d = base / cls.FOLDERS[0]
             for c in cls.classes:
                 url, md5 = CIFAR10DVS_RESOURCES[c]
-                _extract_atomically(_download(url, d / f"{c}.zip", md5), d / c, lambda p, c=c: _has_class_files(p, c))
+                _extract_atomically(_download(url, d / f"{c}.zip", md5), d / c,
+                                    functools.partial(_has_class_files, cls=c))
             return d
         raise DatasetNotFoundError(
             f"CIFAR10-DVS not found under {base}: expected {base / cls.FOLDERS[0]}/<class>/cifar10_<class>_<n>.aedat "

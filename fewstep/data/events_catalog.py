@@ -21,7 +21,9 @@ recordings (:mod:`fewstep.data.event_datasets`) or emulates them from images, an
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from .base import DatasetSplits, register_dataset
@@ -39,6 +41,11 @@ __all__ = ["load_cifar10dvs_events", "load_dvsgesture_events", "load_nmnist_even
            "load_saccade_fashion_mnist", "load_saccade_mnist"]
 
 # --------------------------------------------------------------------------- recorded datasets
+
+
+def _segments_of(ds: DVSGesture, i: int) -> list[Any]:
+    """Recording ``i``'s segments (the cache key's extra part)."""
+    return list(ds.segments[i])
 
 
 @register_dataset("nmnist")
@@ -63,7 +70,7 @@ def load_dvsgesture_events(root: Path, download: bool = True, **options) -> Data
     for split, train in (("train", True), ("test", False)):
         ds = DVSGesture(root, train=train, download=download)
         info.setdefault("folder", str(ds.root))
-        sources[split] = recorded_source(ds, opts.split_limit(train), ds.root, lambda i, ds=ds: list(ds.segments[i]))
+        sources[split] = recorded_source(ds, opts.split_limit(train), ds.root, functools.partial(_segments_of, ds))
     return build_event_splits("dvsgesture", sources["train"], sources["test"], list(DVSGesture.classes), opts,
                               root, info)
 

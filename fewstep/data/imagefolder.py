@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -249,12 +250,14 @@ def load_image_folder(path: str | Path, name: str = "image-folder", mode: str = 
                                    "<image> and test/<class>/<image>, or <class>/<image> folders")
     if mode not in ("RGB", "L"):
         raise ConfigError("data.mode", f"must be 'RGB' or 'L', got {mode!r}")
-    hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+    # size is one side or (height, width)
+    hw = (size, size) if isinstance(size, int) else (cast("tuple[int, int]", tuple(size)) if size is not None else None)
     train_path, test_path = _find_layout(folder, train_dir, test_dir)
     t0 = time.perf_counter()
     if train_path is not None:
+        assert test_path is not None  # _find_layout finds both split folders or neither
         classes, train_files = scan_class_folders(train_path)
-        _, test_files = scan_class_folders(test_path, classes)  # type: ignore[arg-type]
+        _, test_files = scan_class_folders(test_path, classes)
         roots = {"train": train_path, "test": test_path}
     else:
         classes, all_files = scan_class_folders(folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def _locate(root: Path, spec: MnistSpec, download: bool, timeout: float | None) 
         for stem in list(missing):
             gz = stem + ".gz"
             try:
-                kw = {} if timeout is None else {"timeout": timeout}
+                kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
                 found[stem] = download_file([m + gz for m in spec.mirrors], target / gz, md5=spec.md5[gz], **kw)
                 missing.remove(stem)
             except DownloadError as e:

@@ -34,6 +34,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ def _locate(root: Path, download: bool, timeout: float | None) -> Path:
     reason = ""
     if not archive.is_file() and download:
         try:
-            kw = {} if timeout is None else {"timeout": timeout}
+            kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             download_file([URL], archive, md5=MD5, **kw)
         except (DownloadError, OSError) as e:
             reason = (f"\nDownloading it failed (set ${MIRROR_ENV} to a base URL serving {ARCHIVE} to use your own "

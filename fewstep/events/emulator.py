@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -84,7 +85,8 @@ class EmulatorParams:
         if self.sensor_size is not None:
             object.__setattr__(self, "sensor_size", tuple(int(s) for s in self.sensor_size))
         if not np.isscalar(self.contrast_threshold):
-            object.__setattr__(self, "contrast_threshold", tuple(float(c) for c in self.contrast_threshold))
+            object.__setattr__(self, "contrast_threshold",
+                               tuple(float(c) for c in cast("Sequence[float]", self.contrast_threshold)))
         on, off = self.thresholds
         if min(on, off) <= 0:
             raise ConfigError("contrast_threshold", f"must be > 0, got {self.contrast_threshold!r}")
@@ -103,13 +105,14 @@ class EmulatorParams:
 
     @property
     def thresholds(self) -> tuple[float, float]:
-        c = self.contrast_threshold
+        c: Any = self.contrast_threshold  # a number (Python or NumPy scalar) or an (ON, OFF) pair
         on, off = (c, c) if np.isscalar(c) else tuple(c)
         return float(on), float(off)
 
     def sensor_for(self, height: int, width: int) -> tuple[int, int]:
         """``(width, height)`` of the sensor for an image of ``height x width``."""
-        return tuple(self.sensor_size) if self.sensor_size is not None else (width + 6, height + 6)
+        # __post_init__ checked that sensor_size holds two ints
+        return cast("tuple[int, int]", tuple(self.sensor_size)) if self.sensor_size is not None else (width + 6, height + 6)
 
     def num_samples(self) -> int:
         """Frames rendered after the first one: a multiple of the number of saccades, so the
@@ -196,6 +199,7 @@ def _emulate_batch(images: np.ndarray, seeds: Sequence[Seed], params: EmulatorPa
             view = canvas[:, q - oy:q - oy + Hs, q - ox:q - ox + Ws]
             lo = view.copy() if lo is None else np.minimum(lo, view, out=lo)
             hi = view.copy() if hi is None else np.maximum(hi, view, out=hi)
+    assert lo is not None and hi is not None  # both ranges above hold at least two offsets
     active = np.flatnonzero(hi > lo)  # into [B, Hs, Ws]
     b_act, pix_act = np.divmod(active, Hs * Ws)
     r_act, c_act = np.divmod(pix_act, Ws)
@@ -308,7 +312,9 @@ def saccade_events(
     Returns:
         :data:`~fewstep.events.types.EVENT_DTYPE` array sorted by ``t``, ``0 <= t <= duration_us``.
     """
-    params = EmulatorParams(sensor_size=sensor_size, saccade_vertices=saccade_vertices, duration_us=duration_us,
+    # EmulatorParams normalises saccade_vertices (any sequence of pairs) to a tuple of tuples
+    params = EmulatorParams(sensor_size=sensor_size, saccade_vertices=cast("tuple[tuple[float, float], ...]",
+                                                                           saccade_vertices), duration_us=duration_us,
                             sample_rate_hz=sample_rate_hz, contrast_threshold=contrast_threshold,
                             threshold_noise_std=threshold_noise_std, refractory_us=refractory_us, log_eps=log_eps)
     img = np.asarray(image)
@@ -331,7 +337,8 @@ def _cache_path(cache_dir: Path, images: np.ndarray, labels: np.ndarray | None, 
 
 
 def _seq(seed: Seed) -> tuple[int, ...]:
-    return tuple(int(s) for s in seed) if isinstance(seed, (tuple, list)) else (int(seed),)
+    # anything but a tuple or list is one integer seed (int() rejects the rest)
+    return tuple(int(s) for s in seed) if isinstance(seed, (tuple, list)) else (int(cast(int, seed)),)
 
 
 def _concat_packed(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

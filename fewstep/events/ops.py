@@ -191,13 +191,17 @@ def slice_by_time(
     if n_windows is not None and (int(n_windows) != n_windows or n_windows <= 0):
         raise ValueError(f"n_windows must be a positive integer, got {n_windows!r}")
     if len(ev) == 0:
-        return [] if duration is not None else [ev.copy() for _ in range(int(n_windows))]
+        if duration is not None:
+            return []
+        assert n_windows is not None  # exactly one of the two is given (checked above)
+        return [ev.copy() for _ in range(int(n_windows))]
     t0 = int(t[0]) if start is None else int(start)
     t_last = int(t[-1])
     if duration is not None:
         count = max(0, (t_last - t0) // int(duration) + 1)
         edges = t0 + int(duration) * np.arange(count + 1, dtype=np.int64)
     else:
+        assert n_windows is not None  # exactly one of the two is given (checked above)
         count = int(n_windows)
         span = max(t_last - t0 + 1, 0)
         edges = t0 - (-(span * np.arange(count + 1, dtype=np.int64)) // count)  # ceil: early windows first

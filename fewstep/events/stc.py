@@ -63,7 +63,7 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, overload
 
 import numpy as np
 import torch
@@ -128,8 +128,8 @@ def _whole(name: str, value: object, low: int = 1) -> int:
 @dataclass(frozen=True)
 class _Params:
     timesteps: int
-    by: str
-    integration: str
+    by: Binning
+    integration: Integration
     kappa: float
     fine_bins_per_step: int
     spatial_factor: int
@@ -161,7 +161,8 @@ def _check_params(timesteps: int, by: str, integration: str, kappa: float, fine_
     if fine > MAX_FINE_BINS:
         what = "timesteps" if fine == timesteps else "timesteps * fine_bins_per_step"
         raise ConfigError(what, f"{what} = {fine} fine bins; STC allows at most {MAX_FINE_BINS}")
-    return _Params(timesteps, by, integration, k, r, f, fine)
+    # by and integration are one of their literals (checked above)
+    return _Params(timesteps, cast(Binning, by), cast(Integration, integration), k, r, f, fine)
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -230,6 +231,10 @@ def _exp_weights(timesteps: int, fine: int, kappa: float) -> np.ndarray:
     return np.power(float(kappa), (r - 1 - k % r).astype(np.float64))
 
 
+@overload
+def _ceil_div(a: int, b: int) -> int: ...
+@overload
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray: ...
 def _ceil_div(a: np.ndarray | int, b: int) -> np.ndarray | int:
     return -(-a // b)
 
@@ -388,16 +393,17 @@ def stc(
     if bounds is None:  # unsorted: sort once, stably (ties keep their input order)
         ev = ev[np.argsort(ev["t"], kind="stable")]
         bounds = _fine_bin_bounds(ev, by, fine)
-
+    assert bounds is not None  # the events are sorted by time now
     # Counts accumulate exactly in float32 (to 2**24 per pixel); weighted sums in float64.
     out = np.zeros(timesteps * step_size, np.float32 if weights is None else np.float64)
     accumulate = torch.from_numpy(out).index_add_
     scratch = _SCRATCH
     index = scratch.idx32 if len(out) < 2**31 else scratch.idx64
+    xy_buf, x_buf, y_buf = scratch.xy
     for c0 in range(0, n, _CHUNK):
         c1 = min(c0 + _CHUNK, n)
         chunk, m = ev[c0:c1], c1 - c0
-        x, y = _coordinates(chunk, width, height, tuple(b[:m] for b in scratch.xy))
+        x, y = _coordinates(chunk, width, height, (xy_buf[:m], x_buf[:m], y_buf[:m]))
         if f > 1:
             np.floor_divide(x, f, out=x)
             np.floor_divide(y, f, out=y)
@@ -620,9 +626,9 @@ def stc_batch(
         return out.float().view(timesteps, B, 2, ho, wo)
     if compiled:
         weights = _exp_weights(timesteps, fine, prm.kappa) if prm.r > 1 else None
-        flat = _compiled_stc(events, offsets, width, height, f, ho, wo, prm, weights)
-        if flat is not None:
-            return torch.from_numpy(flat.astype(np.float32, copy=False)).view(timesteps, B, 2, ho, wo)
+        compiled_flat = _compiled_stc(events, offsets, width, height, f, ho, wo, prm, weights)
+        if compiled_flat is not None:
+            return torch.from_numpy(compiled_flat.astype(np.float32, copy=False)).view(timesteps, B, 2, ho, wo)
     xs, ys = _coordinates(events, width, height)
 
     def to_dev(a: np.ndarray) -> torch.Tensor:  # narrow dtypes over the bus, widen on the device

@@ -14,9 +14,11 @@ EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])
 #: A view of :data:`EVENT_DTYPE` records as one uint32 ``xy`` per event: ``x`` and ``y`` are
 #: adjacent little-endian int16 fields, so one read fetches both (``y`` in the high half; a
 #: negative coordinate reads as 32768 or more). STC's hot paths use it.
-XY_VIEW_DTYPE = np.dtype({"names": ["xy"], "formats": ["<u4"], "offsets": [EVENT_DTYPE.fields["x"][1]],
+_EVENT_FIELDS = EVENT_DTYPE.fields
+assert _EVENT_FIELDS is not None  # a structured dtype has fields (narrows the Optional for mypy)
+XY_VIEW_DTYPE = np.dtype({"names": ["xy"], "formats": ["<u4"], "offsets": [_EVENT_FIELDS["x"][1]],
                           "itemsize": EVENT_DTYPE.itemsize})
-assert EVENT_DTYPE.fields["y"][1] == EVENT_DTYPE.fields["x"][1] + 2
+assert _EVENT_FIELDS["y"][1] == _EVENT_FIELDS["x"][1] + 2
 
 
 def make_events(x, y, t, p) -> np.ndarray:
@@ -98,7 +100,9 @@ def as_events(events: np.ndarray) -> np.ndarray:
         raise ValueError(f"event array lacks fields {missing}; it has {list(names)}")
     if events.ndim != 1:
         raise ValueError(f"an event array must be one-dimensional, got shape {events.shape}")
-    shaped = [f for f in ("x", "y", "t", "p") if events.dtype.fields[f][0].shape != ()]
+    fields = events.dtype.fields
+    assert fields is not None  # it has the names checked above
+    shaped = [f for f in ("x", "y", "t", "p") if fields[f][0].shape != ()]
     if shaped:
         raise ValueError(f"event fields {shaped} hold sub-arrays; each must be one number per event")
     if events.dtype == EVENT_DTYPE:

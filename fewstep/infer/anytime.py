@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -273,7 +273,8 @@ def anytime_batch(model: nn.Module, x: torch.Tensor, rule: CutoffRule, *, timest
 
     with single_step(model):
         split = not seq and hasattr(model, "stem") and hasattr(model, "body")
-        static_in = model.stem(x) if split else x  # stateless stem: once per batch
+        net = cast(Any, model)  # its stem and body, when split
+        static_in = net.stem(x) if split else x  # stateless stem: once per batch
         alive = torch.arange(b, device=device)  # original indices of the rows still running
         active = torch.ones(b, dtype=torch.bool, device=device)  # masked reference only
         y: torch.Tensor | None = None
@@ -282,7 +283,7 @@ def anytime_batch(model: nn.Module, x: torch.Tensor, rule: CutoffRule, *, timest
                 inp = x[t] if (not drop or len(alive) == b) else x[t][alive]
                 o = model(inp)
             else:
-                o = model.body(static_in) if split else model(static_in)
+                o = net.body(static_in) if split else model(static_in)
             o = _wide(o)
             if drop:
                 y = o if y is None else y + o
@@ -330,7 +331,7 @@ def anytime_inference(model: nn.Module, feed, rule: CutoffRule, *, drop: bool = 
     if not parts:
         raise FewstepError("the evaluation set is empty")
     return AnytimeResult(torch.cat([p.predictions for p in parts]), torch.cat([p.steps for p in parts]),
-                         torch.cat([p.confidence for p in parts]), int(t_max), torch.cat(labels))
+                         torch.cat([p.confidence for p in parts]), int(cast(int, t_max)), torch.cat(labels))  # set: parts
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ from typing import Any
 _TRITON_NAMES = ("HAS_TRITON", "IMPORT_ERROR", "MAX_RECOMPUTE_T", "supports", "triton_multistep")
 _triton_loaded = False
 
+# Declared, not bound: the names stay unset (so __getattr__ resolves them) until load_triton().
+HAS_TRITON: bool
+IMPORT_ERROR: BaseException | None
+MAX_RECOMPUTE_T: int
+supports: Any
+triton_multistep: Any
+
 
 def load_triton() -> bool:
     """Import the Triton kernels (once) and register them with the dispatcher; whether they are usable."""

@@ -131,7 +131,7 @@ def _threads(cfg: _Config) -> int:
 
 class _CpuNeuronFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):  # type: ignore[override]
+    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):
         lib = _LIB.loaded(cfg.sfx)
         spikes = torch.empty((cfg.T, cfg.N), dtype=x.dtype)
         v_T = torch.empty(cfg.N, dtype=x.dtype)
@@ -147,7 +147,7 @@ class _CpuNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, g_membrane):  # type: ignore[override]
+    def backward(ctx, g_spikes, g_v, g_membrane):
         cfg: _Config = ctx.cfg
         x, v0, decay_t, thr_t = ctx.saved_tensors
         need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]

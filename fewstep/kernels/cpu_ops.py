@@ -77,7 +77,7 @@ def _threads(n: int) -> int:
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor):  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor):
         lib = _LIB.loaded("all")
         *lead, H, W = x.shape
         M = x.numel() // (H * W)
@@ -92,7 +92,7 @@ class _MaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, gy: torch.Tensor):
         (code,) = ctx.saved_tensors
         lib = _LIB.loaded("all")
         *_, H, W = ctx.shape
@@ -123,13 +123,13 @@ def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float, seed: int):  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, p: float, seed: int):
         ctx.args = (p, seed)
         return _masked(x, p, seed)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, gy: torch.Tensor):
         p, seed = ctx.args
         return _masked(gy.contiguous(), p, seed), None, None
 
@@ -166,7 +166,7 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                 eps: float):
         lib = _LIB.loaded("all")
         sfx = _SFX[x.dtype]
@@ -194,7 +194,7 @@ class _BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor, _gm, _gv):  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor, _gm, _gv):
         x, mean, invstd, w = ctx.saved_tensors
         lib = _LIB.loaded("all")
         sfx = _SFX[x.dtype]

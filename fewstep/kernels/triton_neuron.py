@@ -454,7 +454,7 @@ def _launch_opts() -> dict:
 
 class _TritonNeuronFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):  # type: ignore[override]
+    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):
         T, N = cfg.T, cfg.N
         out_dtype = x.dtype if v0 is None else torch.promote_types(x.dtype, v0.dtype)
         spikes = torch.empty((T, N), dtype=out_dtype, device=x.device)
@@ -482,7 +482,7 @@ class _TritonNeuronFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, g_membrane):  # type: ignore[override]
+    def backward(ctx, g_spikes, g_v, g_membrane):
         cfg: _Config = ctx.cfg
         saved, v0, decay_t, thr_t = ctx.saved_tensors
         need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]

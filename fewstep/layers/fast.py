@@ -69,6 +69,8 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        # the caller checked track_running_stats: the statistics' buffers exist
+        assert self.num_batches_tracked is not None and self.running_var is not None
         self.num_batches_tracked.add_(1)
         if self.momentum is None:  # cumulative moving average
             m = 1.0 / float(self.num_batches_tracked)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ def exp_synapse(y: torch.Tensor, decay: torch.Tensor | float,
     for t in range(y.shape[0]):
         current = y[t] if current is None else decay * current + y[t]
         out.append(current)
-    return torch.stack(out), current
+    return torch.stack(out), cast(torch.Tensor, current)  # set: y has a step (stack raises on none)
 
 
 def causal_synapse(y: torch.Tensor, weights: torch.Tensor,
@@ -98,6 +99,8 @@ def _logit(p: float) -> float:
 
 
 class Synapse(nn.Module):
+    _decay: torch.Tensor  # a buffer (kind "exp", not learnable), typed past nn.Module.__getattr__
+
     """The SCB's temporal filter on currents ``[T, B, C, ...]`` (or one step ``[B, C, ...]``).
 
     Args:
@@ -138,7 +141,7 @@ class Synapse(nn.Module):
         self.step_mode = step_mode
         self.keep_state = False
         self.state: torch.Tensor | None = None  # exp: I[t-1]; causal: the last K - 1 inputs
-        shape = (channels,) if per_channel else ()
+        shape: tuple[int, ...] = (cast(int, channels),) if per_channel else ()  # channels checked above
         if kind == "exp":
             if learnable:
                 self.decay_logit = nn.Parameter(torch.full(shape, _logit(decay)))

@@ -160,7 +160,7 @@ class _EquivalentGradient(torch.autograd.Function):
     """Identity on the given forward ``spikes``; backward is the spike-train-level equivalent gradient."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, spikes: torch.Tensor, v_threshold: float,  # type: ignore[override]
+    def forward(ctx, current: torch.Tensor, spikes: torch.Tensor, v_threshold: float,
                 v0: torch.Tensor | None) -> torch.Tensor:
         t = current.shape[0]
         total = _total(current.detach(), None if v0 is None else v0.detach())
@@ -171,7 +171,7 @@ class _EquivalentGradient(torch.autograd.Function):
         return spikes
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         (inside,) = ctx.saved_tensors
         # mean over output steps of dL/ds, times dN/dS = 1/V_th inside (0, T V_th): sum * 1/(T V_th)
         g = grad_out.sum(0) * inside.to(grad_out.dtype) * ctx.scale

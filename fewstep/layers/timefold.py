@@ -18,7 +18,7 @@ class TimeFold(nn.Sequential):
         super().__init__(*modules)
         self.step_mode = "m"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
             return super().forward(x)
         if x.dim() < 3:

@@ -26,6 +26,7 @@ All three are :class:`~fewstep.models.base.SpikingModel` subclasses returning ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -105,7 +106,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 continue
             if bn.running_mean is None:
                 raise ValueError(f"cannot fold {b}: a BatchNorm2d without running statistics")
-            scale = (bn.running_var + bn.eps).rsqrt()
+            scale = (cast(torch.Tensor, bn.running_var) + bn.eps).rsqrt()  # tracked with running_mean
             if bn.affine:
                 scale = scale * bn.weight
             shift = -bn.running_mean * scale

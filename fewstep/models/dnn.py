@@ -113,6 +113,10 @@ class ConvertedIF(SpikingNeuron):
     gets the gradient of the subtraction), as in Rathi et al.'s hybrid-SNN code.
     """
 
+    # buffers registered in __init__, typed for mypy past nn.Module.__getattr__
+    amplitude_ratio: torch.Tensor
+    initial_membrane: torch.Tensor
+
     def __init__(self, v_threshold: float = 1.0, amplitude_ratio: float = 1.0, leak: float = 1.0,
                  initial_membrane: float = 0.0, *, learnable_leak: bool = True,
                  surrogate_gain: float = DEFAULT_SURROGATE_GAIN, step_mode: str = "m") -> None:
@@ -133,7 +137,7 @@ class ConvertedIF(SpikingNeuron):
         self.register_buffer("initial_membrane", torch.tensor(float(initial_membrane)))
 
     @property
-    def decay(self) -> torch.Tensor:  # type: ignore[override]
+    def decay(self) -> torch.Tensor:
         return _clamp_straight_through(self.leak, LEAK_MIN, 1.0)
 
     @property

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -76,8 +77,8 @@ class SCBNet(SpikingModel):
         if h >> n_pools < 1 or w >> n_pools < 1:
             raise ConfigError("model.input_shape", f"{h}x{w} is too small for {n_pools} 2x2 pools")
 
-        syn = {"decay": float(synapse_decay), "learnable": learnable_synapse, "per_channel": per_channel_synapse,
-               "kernel_size": synapse_kernel}
+        syn: dict[str, Any] = {"decay": float(synapse_decay), "learnable": learnable_synapse,
+                               "per_channel": per_channel_synapse, "kernel_size": synapse_kernel}
         width = scale_channels(cfg[0], width_mult)
         self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), BatchNorm2d(width))
         features: list[nn.Module] = [Synapse(synapse, width, **syn), neuron.build()]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +29,10 @@ from .surrogate import Surrogate, as_surrogate
 
 class SpikingNeuron(nn.Module):
     """Base class of all fewstep neurons (one population, elementwise)."""
+
+    # a Parameter or a buffer (registered in __init__), typed for mypy past nn.Module.__getattr__
+    threshold: torch.Tensor
+    _decay: torch.Tensor
 
     def __init__(
         self,
@@ -244,7 +249,7 @@ def reset_net(model: nn.Module) -> None:
         elif (f := _method(m, "reset_state")) is not None:
             f()
         elif _is_spikingjelly_memory(m):
-            m.reset()
+            cast(Any, m).reset()  # a SpikingJelly MemoryModule's own reset()
         elif (f := _method(m, "reset_mem")) is not None:
             f()
 
@@ -255,7 +260,7 @@ def set_step_mode(model: nn.Module, step_mode: str) -> None:
         raise ValueError(f"step_mode must be 'm' or 's', got {step_mode!r}")
     for m in model.modules():
         if hasattr(m, "step_mode"):
-            m.step_mode = step_mode
+            setattr(m, "step_mode", step_mode)  # any module with a step_mode, not only ours
 
 
 def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 
@@ -75,14 +76,14 @@ def surrogate_primitive(name: str, x: torch.Tensor, width: float) -> torch.Tenso
 
 class _SpikeFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, name: str, width: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, name: str, width: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.name = name
         ctx.width = width
         return (x >= 0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
         return grad_out * _DERIVATIVES[ctx.name](x, ctx.width), None, None
 
@@ -105,11 +106,11 @@ class Surrogate:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spike ``H(x)`` with the surrogate gradient in backward."""
-        return _SpikeFn.apply(x, self.name, float(self.width))
+        return _SpikeFn.apply(x, self.name, float(cast(float, self.width)))  # width: set in __post_init__
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate derivative ``g(x)`` itself."""
-        return _DERIVATIVES[self.name](x, float(self.width))
+        return _DERIVATIVES[self.name](x, float(cast(float, self.width)))
 
 
 def as_surrogate(value: Surrogate | str | None, width: float | None = None) -> Surrogate:

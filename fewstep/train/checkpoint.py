@@ -32,7 +32,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     """
     path = Path(path)
     prefix = f".{path.name}.tmp-"
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
     except OSError:
@@ -120,7 +120,7 @@ def _not_a_checkpoint(path: Path, head: bytes) -> str | None:
 def _text_or_bytes(head: bytes) -> str:
     """Why a file beginning with ``head``, neither zip nor pickle, is no checkpoint."""
     try:
-        text = head.decode("utf-8")
+        text: str | None = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         text = head[:exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None  # a cut multi-byte char
     if text is not None and "\x00" not in text:

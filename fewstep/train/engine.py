@@ -94,7 +94,8 @@ def make_model(recipe: Recipe, splits: DatasetSplits) -> nn.Module:
 
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     t = recipe.train
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -104,6 +105,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     # per-tensor loop of AdamW cost more than a tenth of a small network's training step.
     params = decay + no_decay
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    cls: type[torch.optim.Optimizer]
+    kw: dict[str, Any]
     if t.optimizer == "sgd":
         cls, kw = torch.optim.SGD, {"momentum": t.momentum, "nesterov": t.nesterov and t.momentum > 0}
     else:
