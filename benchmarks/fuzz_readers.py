@@ -229,21 +229,23 @@ def file_case(seeds: list[Seed], extra: Callable[[Any], bytes] | None = None) ->
 # ---------------------------------------------------------------------------- sample files
 
 
-def samples_dir() -> Path | None:
-    """``$FEWSTEP_DATA/event-samples``, else ``../shared/data/event-samples`` beside the checkout."""
+def _data_dir(name: str, usable: Callable[[Path], bool] = Path.is_dir) -> Path | None:
+    """``$FEWSTEP_DATA/<name>``, else ``../shared/data/<name>`` beside the checkout (or inside it),
+    the first one that ``usable`` accepts."""
     candidates = []
     if os.environ.get("FEWSTEP_DATA"):
-        candidates.append(Path(os.environ["FEWSTEP_DATA"]) / "event-samples")
-    candidates += [ROOT.parent / "shared" / "data" / "event-samples", ROOT / "shared" / "data" / "event-samples"]
-    return next((c for c in candidates if c.is_dir()), None)
+        candidates.append(Path(os.environ["FEWSTEP_DATA"]) / name)
+    candidates += [ROOT.parent / "shared" / "data" / name, ROOT / "shared" / "data" / name]
+    return next((c for c in candidates if usable(c)), None)
+
+
+def samples_dir() -> Path | None:
+    """``$FEWSTEP_DATA/event-samples``, else ``../shared/data/event-samples`` beside the checkout."""
+    return _data_dir("event-samples")
 
 
 def _mnist_dir() -> Path | None:
-    candidates = []
-    if os.environ.get("FEWSTEP_DATA"):
-        candidates.append(Path(os.environ["FEWSTEP_DATA"]) / "mnist")
-    candidates += [ROOT.parent / "shared" / "data" / "mnist", ROOT / "shared" / "data" / "mnist"]
-    return next((c for c in candidates if (c / "t10k-labels-idx1-ubyte.gz").is_file()), None)
+    return _data_dir("mnist", lambda c: (c / "t10k-labels-idx1-ubyte.gz").is_file())
 
 
 def _events(rng: np.random.Generator, n: int, w: int, h: int, t0: int = 0, t1: int = 100_000) -> np.ndarray:
@@ -986,11 +988,7 @@ def checkpoint_check(result: Any, size: int, compressed: bool) -> str | None:
 
 
 def _image_dir() -> Path | None:
-    candidates = []
-    if os.environ.get("FEWSTEP_DATA"):
-        candidates.append(Path(os.environ["FEWSTEP_DATA"]) / "cifar10-jpeg")
-    candidates += [ROOT.parent / "shared" / "data" / "cifar10-jpeg", ROOT / "shared" / "data" / "cifar10-jpeg"]
-    return next((c for c in candidates if (c / "test").is_dir()), None)
+    return _data_dir("cifar10-jpeg", lambda c: (c / "test").is_dir())
 
 
 def image_seeds() -> list[Seed]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from torch import nn
 
 from fewstep.layers import STCB, ConversionIF, TimeFold
@@ -19,20 +20,9 @@ nir = pytest.importorskip("nir", reason="NIR tests need the 'nir' package: pip i
 pytest.importorskip("nirtorch", reason="the reference NIR reader runs on nirtorch (pip install nirtorch)")
 
 
-def stimulate(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Untrained weights barely fire past the first layer; these BN statistics make every layer fire."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=gen) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=gen) * 1.5 + 1.0)
-                m.bias.copy_(torch.rand(c, generator=gen) * 0.6 + 0.2)
-            if isinstance(m, nn.Linear):
-                m.weight.mul_(3)
-    return model.eval()
+#: BN statistics and Linear weights that make every layer of an untrained net fire: the NIR
+#: matrix's (every model here has BN, so its conv weights are left as they are).
+stimulate = load_benchmark("nir_matrix").stimulate
 
 
 def fewstep_run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
