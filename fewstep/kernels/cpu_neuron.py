@@ -36,6 +36,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -252,9 +253,10 @@ def cpu_multistep(
     decay, decay_t = _scalar(p.decay)  # type: ignore[misc]
     thr, thr_t = _scalar(p.v_threshold)  # type: ignore[misc]
     step = _repeated_step(x_seq)
+    # the surrogate's width: a float once Surrogate.__post_init__ has run
     cfg = _Config(
         T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(p.surrogate.width), detach=bool(p.detach_reset),
+        sg=_SURROGATE_ID[p.surrogate.name], width=float(cast(float, p.surrogate.width)), detach=bool(p.detach_reset),
         scale=bool(p.scale_output), decay=decay, thr=thr, thr_is_tensor=thr_t is not None,
         need_membrane=bool(need_membrane), broadcast=step is not None, sfx=sfx,
     )

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import triton
@@ -259,8 +260,9 @@ def _neuron_bwd_recompute_kernel(
     v = _initial_v(v0_ptr, offs, mask, v_reset, HAS_V0, HARD, BLOCK)
 
     # Phase 1: forward recurrence (bit-identical to the forward kernel), membranes kept in registers.
-    hs = ()
-    vs = ()  # v_{t-1}, for the decay gradient
+    # type comments, not annotations: Triton's code generator evaluates an annotation
+    hs = ()  # type: tuple
+    vs = ()  # type: tuple  # v_{t-1}, for the decay gradient
     for t in tl.static_range(T):
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         h = _charge(v, x, lam, v_reset, HARD)
@@ -547,9 +549,10 @@ def triton_multistep(
     grad_possible = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x_seq, v0, decay_t, thr_t)
     )
+    # the surrogate's width: a float once Surrogate.__post_init__ has run
     cfg = _Config(
         T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(p.surrogate.width),
+        sg=_SURROGATE_ID[p.surrogate.name], width=float(cast(float, p.surrogate.width)),
         detach=bool(p.detach_reset), scale=bool(p.scale_output),
         decay_val=decay_val, thr_val=thr_val, need_membrane=bool(need_membrane),
         save_h=grad_possible and T > MAX_RECOMPUTE_T,

@@ -44,7 +44,8 @@ class NeuronParams(NamedTuple):
 
 class StepOutput(NamedTuple):
     spikes: torch.Tensor
-    membrane: torch.Tensor  # h_t: membrane after charging, before reset
+    # h_t: membrane after charging, before reset; None from a fused kernel run without need_membrane
+    membrane: torch.Tensor | None
     v: torch.Tensor  # v_t: state carried to the next step
 
 
@@ -89,6 +90,7 @@ def neuron_multistep(
     spikes, membranes = [], []
     for t in range(x_seq.shape[0]):
         s, h, v = neuron_step(x_seq[t], v, p)
+        assert h is not None  # neuron_step always returns the membrane
         spikes.append(s)
         membranes.append(h)
     return StepOutput(torch.stack(spikes), torch.stack(membranes), v)
