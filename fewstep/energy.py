@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -178,7 +178,8 @@ def neuron_amplitude(neuron: nn.Module) -> float | None:
     """The value one spike takes at a neuron's output (``None`` if it is not a single scalar)."""
     amp = getattr(neuron, "spike_amplitude", None)
     if amp is None:
-        amp = neuron.threshold if getattr(neuron, "scale_output", False) else 1.0
+        # a neuron's threshold is a number or a one-element tensor (a buffer or parameter)
+        amp = cast("float | torch.Tensor", neuron.threshold) if getattr(neuron, "scale_output", False) else 1.0
     if isinstance(amp, torch.Tensor):
         if amp.numel() != 1:
             return None
@@ -258,7 +259,7 @@ def _resolve_layout(
         t_steps, batch = int(inputs.shape[0]), int(inputs.shape[1])
     elif layout == "static":
         if timesteps is None:  # the model's own T, else that of a DirectEncoding-like submodule
-            found = (m.timesteps for m in model.modules() if isinstance(getattr(m, "timesteps", None), int))
+            found = (t for t in (getattr(m, "timesteps", None) for m in model.modules()) if isinstance(t, int))
             timesteps = next(found, 1)
         t_steps = int(timesteps)
         batch = int(inputs.shape[0])
@@ -313,7 +314,7 @@ class _EnergyCounter:
         return None
 
     def _layer_hook(self, acc: _LayerAcc):
-        def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        def hook(m: nn.Linear | nn.modules.conv._ConvNd, args: tuple, out: torch.Tensor) -> None:  # on SYNAPTIC_TYPES
             x = args[0]
             acc.calls += 1
             if isinstance(m, nn.Linear):
@@ -426,8 +427,8 @@ def count_energy(
     ``input_as_spikes`` counts integer inputs that no neuron produced as spikes (see above).
     """
     preset_name, const = _resolve_constants(preset, constants)
-    layout, t_steps, batch = _resolve_layout(model, inputs, layout, timesteps)
-    counter = _EnergyCounter(model, t_steps=t_steps, batch=batch, static=layout == "static",
+    resolved, t_steps, batch = _resolve_layout(model, inputs, layout, timesteps)
+    counter = _EnergyCounter(model, t_steps=t_steps, batch=batch, static=resolved == "static",
                              direct_encoding_repeats=direct_encoding_repeats, input_as_spikes=input_as_spikes)
     try:
         _forward_once(model, inputs)
