@@ -28,11 +28,16 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.hooks import RemovableHandle
+
+    from .neurons import SpikingNeuron
 
 __all__ = ["PlotsCallback", "plot_accuracy_per_step", "plot_cutoff", "plot_event_frames", "plot_spike_rates",
            "spike_raster", "spike_rate_labels"]
@@ -253,8 +258,9 @@ def _events_figure(frames: Any, title: str | None = None, max_steps: int = 16):
         if i < t:
             ax.imshow(rgb[i], interpolation="nearest")
             ax.set_title(f"t={i + 1}", fontsize=8)
-    handles = [Patch(color=ON_RGB, label="ON events (polarity 1)"), Patch(color=OFF_RGB, label="OFF events (polarity 0)"),
-               Patch(color=np.clip(ON_RGB + OFF_RGB, 0, 1), label="both")]
+    handles = [Patch(color=tuple(ON_RGB), label="ON events (polarity 1)"),
+               Patch(color=tuple(OFF_RGB), label="OFF events (polarity 0)"),
+               Patch(color=tuple(np.clip(ON_RGB + OFF_RGB, 0, 1)), label="both")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3 if legend_rows == 1 else 1, fontsize=7,
                frameon=False, handlelength=1.2)
     sup = fig.suptitle(title or "events per step", fontsize=9)
@@ -320,7 +326,7 @@ class PlotsCallback:
     def __init__(self, raster: bool = True, events: bool = True) -> None:
         self.raster = raster
         self.events = events
-        self._handle = None
+        self._handle: RemovableHandle | None = None
         self._sample: torch.Tensor | None = None
 
     def _capture(self, model: nn.Module, args: tuple) -> None:
@@ -369,7 +375,7 @@ class PlotsCallback:
             self._raster(model, neurons[-1][1], x, out / "spike_raster.png", f"spikes of {label}: {name}")
 
     @torch.no_grad()
-    def _raster(self, model: nn.Module, neuron: nn.Module, x: torch.Tensor, path: Path, title: str) -> None:
+    def _raster(self, model: nn.Module, neuron: SpikingNeuron, x: torch.Tensor, path: Path, title: str) -> None:
         from .neurons import reset_net
 
         was_training, was_record = model.training, neuron.record
