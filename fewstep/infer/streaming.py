@@ -118,6 +118,9 @@ class STCStream:
         self.reset()
 
     def _check_geometry(self, t_first: int | None, t_last: int | None, num_events: int | None) -> None:
+        self.t_first: int | None  # by='time' only
+        self.t_last: int | None
+        self.num_events: int | None  # by='count' only
         if self.by == "time":
             if t_first is None or t_last is None or num_events is not None:
                 raise ValueError("by='time' needs t_first and t_last (the stream's first and last timestamps), "
@@ -148,7 +151,9 @@ class STCStream:
         """Offline fine bin of each event (see :mod:`fewstep.events.stc`)."""
         n = len(t)
         if self.by == "count":
+            assert self.num_events is not None  # by='count' sets it
             return (np.arange(self.seen, self.seen + n, dtype=np.int64) * self.fine) // max(self.num_events, 1)
+        assert self.t_first is not None  # by='time' sets it
         if self._vectorised:
             return np.minimum((t - self.t_first) * self.fine // self._span, self.fine - 1)
         return np.array([min((int(v) - self.t_first) * self.fine // self._span, self.fine - 1) for v in t.tolist()],
@@ -159,11 +164,15 @@ class STCStream:
             return
         if np.any(t[1:] < t[:-1]) or (self._last_t is not None and int(t[0]) < self._last_t):
             raise ValueError("STCStream needs events sorted by time, also across push() calls")
-        if self.by == "time" and (int(t[0]) < self.t_first or int(t[-1]) > self.t_last):
-            raise ValueError(f"events at t in [{int(t[0])}, {int(t[-1])}] lie outside the stream's "
-                             f"[t_first, t_last] = [{self.t_first}, {self.t_last}]")
-        if self.by == "count" and self.seen + len(t) > self.num_events:
-            raise ValueError(f"more events than num_events = {self.num_events}")
+        if self.by == "time":
+            assert self.t_first is not None and self.t_last is not None  # by='time' sets them
+            if int(t[0]) < self.t_first or int(t[-1]) > self.t_last:
+                raise ValueError(f"events at t in [{int(t[0])}, {int(t[-1])}] lie outside the stream's "
+                                 f"[t_first, t_last] = [{self.t_first}, {self.t_last}]")
+        if self.by == "count":
+            assert self.num_events is not None  # by='count' sets it
+            if self.seen + len(t) > self.num_events:
+                raise ValueError(f"more events than num_events = {self.num_events}")
 
     def _pixels(self, ev: np.ndarray) -> np.ndarray:
         """Flat index ``(channel * H' + y') * W' + x'`` of each event in one step's current."""
@@ -182,6 +191,7 @@ class STCStream:
 
     def _count_complete(self) -> bool:
         """``by='count'``: every event of the current step has arrived."""
+        assert self.num_events is not None  # by='count' sets it
         end = self._stc._ceil_div((self.step + 1) * self.num_events, self.timesteps)
         return self.seen >= end and (self.step < self.timesteps - 1 or self.seen == self.num_events)
 
@@ -300,6 +310,7 @@ class StreamingClassifier:
         if single:
             x = x.unsqueeze(0)
         if self._mean is not None:
+            assert self._std is not None  # set together with _mean
             x = (x - self._mean) / self._std
         if self.logits is not None and x.shape[0] != self.logits.shape[0]:
             raise ValueError(f"this stream has batch size {self.logits.shape[0]}, got a step of {x.shape[0]}; "

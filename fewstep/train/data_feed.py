@@ -61,8 +61,8 @@ class DeviceFeed:
         self.labels = ds.labels.to(device)
         if ds.mean is not None and not ds.is_sequence:
             shape = (1, -1, 1, 1)
-            self.mean = torch.tensor(ds.mean, device=device).view(shape)
-            self.std = torch.tensor(ds.std, device=device).view(shape)
+            self.mean: torch.Tensor | None = torch.tensor(ds.mean, device=device).view(shape)
+            self.std: torch.Tensor | None = torch.tensor(ds.std, device=device).view(shape)
         else:
             self.mean = self.std = None
 
@@ -91,6 +91,7 @@ class DeviceFeed:
         if g is not None and (self.crop_padding or self.flip):
             x = random_crop_flip(x, self.crop_padding, self.flip, g)
         if self.mean is not None:
+            assert self.std is not None  # set together with mean
             x = (x - self.mean) / self.std
         return x
 
