@@ -133,7 +133,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -213,6 +213,8 @@ def _gain_tol(dtype: torch.dtype | np.dtype = torch.float32) -> float:
 
 class Scale(nn.Module):
     """Multiply the input elementwise by a constant (NIR's ``Scale`` node)."""
+
+    scale: torch.Tensor  # a buffer
 
     def __init__(self, scale: torch.Tensor | float) -> None:
         super().__init__()
@@ -756,7 +758,12 @@ def _neuron_from_node(nir, node, dt: float, where: str) -> list[nn.Module]:
     return mods
 
 
-def _module_from_node(nir, node, where: str) -> nn.Module | None:
+def _conv_pair(v) -> tuple[int, int]:
+    """A NIR ``Conv2d`` field (kernel size, stride, padding, dilation: a pair) as a tuple of ints."""
+    return cast("tuple[int, int]", tuple(int(i) for i in np.atleast_1d(v)))
+
+
+def _module_from_node(nir, node, where: str) -> nn.Module:
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = torch.from_numpy(np.asarray(node.weight, dtype=np.float32).copy())
         has_bias = isinstance(node, nir.Affine)
@@ -767,11 +774,12 @@ def _module_from_node(nir, node, where: str) -> nn.Module | None:
         return lin
     if isinstance(node, nir.Conv2d):
         w = torch.from_numpy(np.asarray(node.weight, dtype=np.float32).copy())
-        padding = node.padding if isinstance(node.padding, str) else tuple(int(p) for p in np.atleast_1d(node.padding))
-        conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]),
-                         stride=tuple(int(s) for s in np.atleast_1d(node.stride)), padding=padding,
-                         dilation=tuple(int(d) for d in np.atleast_1d(node.dilation)), groups=int(node.groups), bias=True)
+        padding = node.padding if isinstance(node.padding, str) else _conv_pair(node.padding)
+        conv = nn.Conv2d(w.shape[1] * int(node.groups), w.shape[0], _conv_pair(w.shape[2:]),
+                         stride=_conv_pair(node.stride), padding=padding,
+                         dilation=_conv_pair(node.dilation), groups=int(node.groups), bias=True)
         conv.weight.data.copy_(w)
+        assert conv.bias is not None  # bias=True
         bias = np.zeros(w.shape[0], np.float32) if node.bias is None else np.asarray(node.bias, dtype=np.float32)
         conv.bias.data.copy_(torch.from_numpy(bias.copy()))
         return conv
@@ -863,6 +871,13 @@ def import_nir(graph, *, dt: float | None = None, timesteps: int | None = None) 
 
 class _EulerNode(nn.Module):
     """One stateful NIR neuron/integrator node stepped with forward Euler (see :func:`euler_reference`)."""
+
+    # buffers (v_threshold and v_reset only for the nodes that fire)
+    decay: torch.Tensor
+    leak: torch.Tensor
+    gain: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
 
     def __init__(self, nir, node, dt: float) -> None:
         super().__init__()
