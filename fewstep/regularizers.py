@@ -93,7 +93,9 @@ import torch
 
 from .errors import ConfigError, FewstepError
 
-Record = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
+# (layer_name, spikes, membrane, v_threshold); spikes or membrane None (a neuron that recorded
+# nothing) raises FewstepError with the fix
+Record = tuple[str, torch.Tensor | None, torch.Tensor | None, torch.Tensor]
 Regularizer = Callable[[Sequence[Record], torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["LATE_RULES", "MEMBRANES", "REGULARIZERS", "late_count", "make_regularizer", "rcs_regularizer", "residual",

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -217,7 +217,8 @@ def cutoff_sweep(model: nn.Module, feed, eps_list: Sequence[float] | None = None
             pred, steps, _ = simulate_cutoff(cum, rule)
             m_acc.append(float((pred == targets).double().mean()))
             m_steps.append(float(steps.double().mean()))
-            m_th.append([_finite_or_none(v) for v in rule.thresholds])
+            th = cast("tuple[float, ...]", rule.thresholds)  # MarginCalibration.rule: one per step
+            m_th.append([_finite_or_none(v) for v in th])
         result["margin"] = {"target_confidence": [1.0 - e for e in eps_values], "accuracy": m_acc,
                             "mean_steps": m_steps, "thresholds": m_th}
 

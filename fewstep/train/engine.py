@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -415,7 +415,8 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
         load_initial_weights(recipe, model)
     model = model.to(ctx.device)
     if t.channels_last and ctx.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at runtime, but torch's stubs for its overloads omit it
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(recipe, model)
     loss_fn = make_loss(recipe, model)
     rank, world = ctx.rank, ctx.world
@@ -501,7 +502,8 @@ def training_net(run: TrainingRun) -> nn.Module:
     The state dict, checkpoints and evaluation keep using ``run.model``: inside a compiled graph
     the fused CPU kernels give way to PyTorch's ops, which inductor fuses instead."""
     net: nn.Module = dist_utils.wrap(run.model, run.ctx.device) if run.ctx.world > 1 else run.model
-    return torch.compile(net) if run.recipe.train.compile else net
+    # torch.compile of a module returns an OptimizedModule (an nn.Module); torch's stubs say Callable
+    return cast(nn.Module, torch.compile(net)) if run.recipe.train.compile else net
 
 
 def train_one_epoch(run: TrainingRun, net: nn.Module, epoch: int, autocast: contextlib.AbstractContextManager,
