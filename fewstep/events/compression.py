@@ -25,8 +25,8 @@ frames explicitly, as the formula above says; it is the specification the tests 
 paths to. :func:`stc_batch` computes a whole batch with torch ops, on any device.
 
 On the CPU, :func:`stc` and :func:`stc_batch` take ``backend='numba'`` (default where Numba is
-installed): :mod:`fewstep.events.stc_compiled` does both passes as one compiled loop per stream,
-with the same bin starts, so its output is bit-identical to the NumPy path's. It matters for
+installed): :mod:`fewstep.events.compression_compiled` does both passes as one compiled loop per
+stream, with the same bin starts, so its output is bit-identical to the NumPy path's. It matters for
 short streams, where the NumPy path's dozen array calls cost more than the events.
 
 Conventions (shared by all three functions):
@@ -69,7 +69,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from . import stc_compiled
+from . import compression_compiled
 from .ops import MAX_SENSOR_SIDE, _sensor
 from .types import EVENT_DTYPE, XY_VIEW_DTYPE, as_events
 
@@ -302,7 +302,7 @@ def _use_compiled(backend: str) -> bool:
         return False
     if backend not in ("auto", "numba"):
         raise ConfigError("backend", f"must be 'auto', 'numba' or 'numpy', got {backend!r}")
-    if stc_compiled.available():
+    if compression_compiled.available():
         return True
     if backend == "numba":
         raise ImportError("STC backend='numba' needs Numba: pip install numba (or \"fewstep[events]\")")
@@ -320,15 +320,15 @@ def _compiled_stc(ev: np.ndarray, offsets: np.ndarray | None, width: int, height
     for _ in range(2):
         out = np.zeros(prm.timesteps * samples * 2 * ho * wo, np.float32 if weights is None else np.float64)
         if offsets is None:
-            status = stc_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, by_time, weights, out)
+            status = compression_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, by_time, weights, out)
         else:
-            status = stc_compiled.stc_batch_into(ev, offsets, width, height, f, ho, wo, prm.fine, prm.r, by_time,
-                                                 weights, out)
-        if status == stc_compiled.OK:
+            status = compression_compiled.stc_batch_into(ev, offsets, width, height, f, ho, wo, prm.fine, prm.r,
+                                                         by_time, weights, out)
+        if status == compression_compiled.OK:
             return out
-        if status == stc_compiled.SPAN_TOO_LONG:
+        if status == compression_compiled.SPAN_TOO_LONG:
             return None
-        if status == stc_compiled.OUT_OF_SENSOR:
+        if status == compression_compiled.OUT_OF_SENSOR:
             _coordinates(ev, width, height)  # raises ValueError naming the axis and the range
             raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
         # UNSORTED: sort (within each stream), stably, once, and start again
@@ -364,7 +364,7 @@ def stc(
         kappa: synaptic decay per fine bin for ``'exp'``, in ``(0, 1]``; 1 equals ``'sum'``.
         fine_bins_per_step: ``r``, fine bins per step for ``'exp'`` (ignored by ``'sum'``).
         spatial_factor: sum-pooling factor ``f``.
-        backend: ``'numba'`` (one compiled pass, :mod:`fewstep.events.stc_compiled`; needs
+        backend: ``'numba'`` (one compiled pass, :mod:`fewstep.events.compression_compiled`; needs
             Numba), ``'numpy'`` (chunked array operations) or ``'auto'``: Numba when it is
             installed. Both give bit-identical results.
 
