@@ -351,8 +351,22 @@ def stc(
     spatial_factor: int = 1,
     backend: Backend = "auto",
 ) -> np.ndarray:
-    """Compress an event stream into ``timesteps`` frames of synaptic current, straight from the
-    events (no fine frames; see the module docstring).
+    r"""Compress an event stream into ``timesteps`` frames of synaptic current, straight from the
+    events (no fine frames; see the module docstring). Event :math:`i = (x_i, y_i, t_i, p_i)`
+    falls in fine bin :math:`k_i` and adds its weight to one pixel of one step:
+
+    .. math::
+
+        k_i &= \begin{cases} \min(\lfloor (t_i - t_{first})\, T_0 / D \rfloor,\ T_0 - 1),
+                            \ D = \max(t_{last} - t_{first}, 1) & \text{by='time'}\\
+                            \lfloor \operatorname{rank}(i)\, T_0 / N \rfloor & \text{by='count'}\end{cases}\\
+        I[n, c, y', x'] &= \sum_{i:\ \lfloor k_i / r \rfloor = n,\ [p_i > 0] = c,\
+                            \lfloor y_i / f \rfloor = y',\ \lfloor x_i / f \rfloor = x'}
+                            \kappa^{(n+1) r - 1 - k_i}
+
+    with :math:`T_0 = T r` fine bins, :math:`r` = ``fine_bins_per_step`` for ``'exp'`` with
+    :math:`\kappa < 1` and :math:`r = 1` (every weight 1, the event count) otherwise, ``rank``
+    the stable time order and :math:`N` the number of events.
 
     Args:
         events: structured array with fields ``x, y, t, p`` (fewstep's or Tonic's dtypes).
@@ -435,7 +449,19 @@ def reference_stc(
     fine_bins_per_step: int = 10,
     spatial_factor: int = 1,
 ) -> np.ndarray:
-    """STC as ``methods.md`` writes it: fine frames ``F[k]``, pooled, then compressed.
+    r"""STC as ``methods.md`` writes it: fine frames ``F[k]``, pooled, then compressed.
+
+    .. math::
+
+        k_i &= \begin{cases} \min(\lfloor (t_i - t_{first})\, T_0 / D \rfloor,\ T_0 - 1),
+                            \ D = \max(t_{last} - t_{first}, 1) & \text{by='time'}\\
+                            \lfloor \operatorname{rank}(i)\, T_0 / N \rfloor & \text{by='count'}\end{cases}\\
+        F[k, c, y, x] &= \#\{i : k_i = k,\ [p_i > 0] = c,\ y_i = y,\ x_i = x\}\\
+        \bar F[k, c, y', x'] &= \sum_{a=0}^{f-1} \sum_{b=0}^{f-1} F[k, c, f y' + a, f x' + b]\\
+        I[n] &= \sum_{k=n r}^{(n+1) r - 1} \kappa^{(n+1) r - 1 - k}\, \bar F[k]
+
+    with :math:`T_0 = T r` fine bins, :math:`r` = ``fine_bins_per_step`` for ``'exp'`` and 1 for
+    ``'sum'`` (where :math:`\kappa` is taken as 1), and :math:`F` zero beyond the sensor.
 
     Slow and memory-hungry (``[T0, 2, H, W]`` in memory) on purpose: it is the specification
     that :func:`stc` and :func:`stc_batch` are tested against. Same arguments and result."""
@@ -481,7 +507,14 @@ def reference_stc(
 
 @dataclass(frozen=True)
 class STC:
-    """Tonic-style transform: ``STC(sensor_size, timesteps)(events) -> float32 [T, 2, H', W']``.
+    r"""Tonic-style transform: ``STC(sensor_size, timesteps)(events) -> float32 [T, 2, H', W']``,
+
+    .. math::
+
+        I[n] = \sum_{k=n r}^{(n+1) r - 1} \kappa^{(n+1) r - 1 - k}\, F[k],
+        \qquad n = 0, \dots, T - 1,
+
+    computed by :func:`stc` (which writes out the fine bins :math:`F[k]` and the pooling).
 
     A frozen dataclass whose ``__call__`` is :func:`stc`, so it composes with
     ``tonic.transforms.Compose``, serves as a dataset's ``transform`` (Tonic's datasets and
@@ -594,7 +627,14 @@ def stc_batch(
     device: torch.device | str | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    """STC of a whole batch with torch ops on ``device``: float32 ``[T, B, 2, H', W']``.
+    r"""STC of a whole batch with torch ops on ``device``: float32 ``[T, B, 2, H', W']``,
+
+    .. math::
+
+        I[n, b] = \operatorname{stc}(\text{events}_b)[n],
+
+    each sample's fine bins :math:`k_i` taken from its own :math:`t_{first}, t_{last}` (or
+    ranks and :math:`N`), as :func:`stc` writes out.
 
     ``batch`` is a list of event arrays or a packed pair ``(events, offsets)`` (see
     :func:`pack_events`). Equal to stacking :func:`stc` per sample (exactly for ``'sum'``, to
