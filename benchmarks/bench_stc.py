@@ -9,7 +9,7 @@ Cases, all plain sums over equal time windows:
   ``stc_batch`` on the whole batch on the CPU (and on CUDA when available).
 
 fewstep is timed with each backend it has here: ``numba`` (the compiled pass of
-:mod:`fewstep.events.stc_compiled`, when Numba is installed) and ``numpy``.
+:mod:`fewstep.events.compression_compiled`, when Numba is installed) and ``numpy``.
 
 Each time is the best of several repeats after a warm-up, in process CPU time (see
 :func:`best_of`). Both tools see the same events; the
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fewstep.events import make_events, stc_compiled
-from fewstep.events.stc import pack_events, stc, stc_batch
+from fewstep.events import compression_compiled, make_events
+from fewstep.events.compression import pack_events, stc, stc_batch
 
 try:
     import tonic
@@ -92,7 +92,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     nmnist, nmnist_kind = nmnist_stream(rng)
     gesture = random_stream(rng, 300_000, 128, 128, 6_000_000)
-    backends = ["numba", "numpy"] if stc_compiled.available() else ["numpy"]
+    backends = ["numba", "numpy"] if compression_compiled.available() else ["numpy"]
     print(f"CPU: {platform.processor() or platform.machine()}, NumPy {np.__version__}, torch {torch.__version__}, "
           f"Tonic {tonic.__version__ if tonic else 'not installed (comparison skipped)'}, "
           f"Numba {numba_version()}; one thread")

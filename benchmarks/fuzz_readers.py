@@ -1248,7 +1248,7 @@ INT64_EXTREMES = [-(2**63), -(2**63) + 1, -(2**31), -1, 0, 1, 2**31 - 1, 2**32, 
 
 @st.composite
 def stc_case(draw: Callable) -> dict[str, Any]:
-    """Adversarial events and parameters for :func:`fewstep.events.stc.stc`."""
+    """Adversarial events and parameters for :func:`fewstep.events.compression.stc`."""
     from fewstep.events.types import EVENT_DTYPE
 
     n = draw(st.sampled_from([0, 1, 2, 3, draw(st.integers(0, 40))]))
@@ -1376,13 +1376,13 @@ def stc_check(case: dict[str, Any], out: Any, batch: bool) -> str | None:
 
 
 def stc_call(case: dict[str, Any]) -> Any:
-    from fewstep.events.stc import stc
+    from fewstep.events.compression import stc
 
     return stc(case["events"], case["sensor_size"], case["timesteps"], **case["kwargs"])
 
 
 def stc_batch_call(case: dict[str, Any]) -> Any:
-    from fewstep.events.stc import stc_batch
+    from fewstep.events.compression import stc_batch
 
     return stc_batch([case["events"]] * case["batch"], case["sensor_size"], case["timesteps"], **case["kwargs"])
 

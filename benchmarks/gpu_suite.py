@@ -912,7 +912,7 @@ def section_stc(sec: Section, args) -> str:
     import torch
     from bench_stc import best_of, random_stream
 
-    from fewstep.events.stc import pack_events, stc_batch
+    from fewstep.events.compression import pack_events, stc_batch
 
     if not args.dry_run and not torch.cuda.is_available():
         sec.finish(STATUS_SKIPPED, "no CUDA device")

@@ -2,7 +2,7 @@
 
     python examples/tonic_interop.py
 
-fewstep's events use Tonic's field names (x, y, t, p) and ``fewstep.events.stc.STC`` is a
+fewstep's events use Tonic's field names (x, y, t, p) and ``fewstep.events.STC`` is a
 Tonic-style transform, so it composes with ``tonic.transforms.Compose``. Without Tonic installed
 the script says so and exits 0.
 """
@@ -36,7 +36,7 @@ def main() -> int:
     except ImportError:
         print("tonic is not installed (pip install tonic); skipping the Tonic pipeline example.")
         return 0
-    from fewstep.events.stc import STC
+    from fewstep.events import STC
 
     sensor = (34, 34, 2)  # Tonic's (W, H, P), the same as tonic.datasets.NMNIST.sensor_size
     events = synthetic_stream()

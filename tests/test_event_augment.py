@@ -15,7 +15,7 @@ import torch
 from fewstep.augment_spec import EventAugmentSpec
 from fewstep.errors import ConfigError
 from fewstep.events.augment import augment_events, drop_events, jitter_time, shift_events
-from fewstep.events.stc import stc
+from fewstep.events.compression import stc
 
 SENSOR = (34, 34)
 

@@ -326,7 +326,7 @@ def _steps(out) -> list[int]:
 @pytest.mark.parametrize("backend", ["numpy", "auto"])  # auto: the compiled pass where Numba is installed
 def test_stc_extreme_timestamps_follow_the_binning_rule(t: list[int], T: int, want: list[int], batched: bool,
                                                         backend: str) -> None:
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     ev = _ev(t)
     out = (stc_batch([ev, ev], (1, 1), T, backend=backend)[:, 0] if batched  # batch: was the float64 path
@@ -336,7 +336,7 @@ def test_stc_extreme_timestamps_follow_the_binning_rule(t: list[int], T: int, wa
 
 @pytest.mark.parametrize("backend", ["numpy", "auto"])
 def test_stc_batch_long_spans_equal_stc_exactly(backend: str) -> None:
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     rng = np.random.default_rng(3)
     streams = [_ev(sorted(rng.integers(_T_MIN, _T_MAX, 50, endpoint=True).tolist()), rng.integers(0, 4, 50).tolist()),
@@ -358,7 +358,7 @@ def test_stc_batch_long_spans_equal_stc_exactly(backend: str) -> None:
 ])
 @pytest.mark.parametrize("batched", [False, True])
 def test_stc_refuses_events_it_cannot_convert_faithfully(events: np.ndarray, match: str, batched: bool) -> None:
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     with pytest.raises(ValueError, match=match):
         stc_batch([events], (34, 34), 2) if batched else stc(events, (34, 34), 2)
@@ -376,7 +376,7 @@ def test_as_events_polarity_beyond_int8_keeps_its_sign() -> None:
 @pytest.mark.parametrize("sensor", [(float("inf"), 4), (float("nan"), 4), (2**40, 2**40), (2**15 + 1, 4), (0, 4),
                                     (4, 2.5), (4,), (4, 4, 2, 1), (True, 4), None, (4, 4, float("nan"))])
 def test_stc_bad_sensor_sizes_are_value_errors(sensor: object) -> None:
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     ev = _ev([0, 1])
     with pytest.raises(ValueError, match="sensor_size"):  # was OverflowError / numpy "maximum dimension"
@@ -394,7 +394,7 @@ def test_stc_bad_sensor_sizes_are_value_errors(sensor: object) -> None:
 ])
 def test_stc_bad_parameters_are_config_errors(kw: dict, key: str) -> None:
     from fewstep.errors import ConfigError
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     args = {"timesteps": 2, **kw}
     with pytest.raises(ConfigError, match=key):
@@ -404,13 +404,13 @@ def test_stc_bad_parameters_are_config_errors(kw: dict, key: str) -> None:
 
 
 def test_stc_fine_bin_limit_itself_works() -> None:
-    from fewstep.events.stc import MAX_FINE_BINS, stc
+    from fewstep.events.compression import MAX_FINE_BINS, stc
 
     assert _steps(stc(_ev([0, 1]), (4, 4), MAX_FINE_BINS)) == [1] + [0] * (MAX_FINE_BINS - 2) + [1]
 
 
 def test_stc_whole_float_parameters_and_huge_pooling() -> None:
-    from fewstep.events.stc import stc, stc_batch
+    from fewstep.events.compression import stc, stc_batch
 
     ev = _ev([0, 1, 2], [0, 1, 3])
     assert stc(ev, (4, 3), 2.0).shape == (2, 2, 3, 4)  # was: numpy refused the float shape

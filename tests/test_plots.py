@@ -13,7 +13,7 @@ from torch import nn
 from fewstep import plots
 from fewstep.config import recipe_from_dict
 from fewstep.energy import count_energy
-from fewstep.events.stc import stc
+from fewstep.events.compression import stc
 from fewstep.events.types import EVENT_DTYPE
 from fewstep.layers import TimeFold
 from fewstep.models.base import SpikingModel

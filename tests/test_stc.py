@@ -12,10 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fewstep.events.stc as stc_module
+import fewstep.events.compression as stc_module
 from fewstep.errors import ConfigError
-from fewstep.events import EVENT_DTYPE, make_events, stc_compiled
-from fewstep.events.stc import STC, concat_events, pack_events, reference_stc, stc, stc_batch, unpack_events
+from fewstep.events import EVENT_DTYPE, make_events
+from fewstep.events import compression_compiled as stc_compiled
+from fewstep.events.compression import STC, concat_events, pack_events, reference_stc, stc, stc_batch, unpack_events
 
 #: Both implementations of stc / stc_batch on the CPU; the compiled one needs Numba (in the test extra).
 BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fewstep.events.stc import stc
+from fewstep.events.compression import stc
 from fewstep.events.types import make_events
 
 SENSOR = (13, 9)

@@ -22,7 +22,7 @@ from test_event_datasets import _cifar_tree, _gesture_tree
 
 from fewstep.data.event_datasets import CIFAR10DVS, NMNIST, DVSGesture, EventDataset, collate_events
 from fewstep.errors import ConfigError
-from fewstep.events.stc import STC, stc, stc_batch
+from fewstep.events.compression import STC, stc, stc_batch
 from fewstep.events.types import EVENT_DTYPE
 
 KINDS = ["nmnist", "dvsgesture", "cifar10dvs"]

@@ -3,7 +3,7 @@ r"""Event streams as trainable fewstep datasets: STC currents ``[N, T, 2, H', W'
 The datasets registered in :mod:`fewstep.data.events_catalog` (``nmnist``, ``dvsgesture``,
 ``cifar10dvs``, ``saccade-*``) are built here: every event stream (a recording from
 :mod:`fewstep.data.event_datasets`, or an image through :mod:`fewstep.events.emulator`) becomes
-``T`` steps of synaptic current with :func:`fewstep.events.stc.stc` (spatio-temporal compression,
+``T`` steps of synaptic current with :func:`fewstep.events.compression.stc` (spatio-temporal compression,
 ``methods.md`` section 1), returned as :class:`~fewstep.data.base.ArrayDataset` sequences
 (``is_sequence = True``, float inputs ``[N, T, 2, H', W']``, channel 0 OFF, channel 1 ON). ``T``
 comes from the data, so the recipe's ``model.timesteps`` must equal ``data.options.timesteps``
@@ -12,7 +12,7 @@ comes from the data, so the recipe's ``model.timesteps`` must equal ``data.optio
 Options (recipe ``[data.options]``):
 
 * ``timesteps`` (required), ``by`` (``'time'`` | ``'count'``), ``integration`` (``'sum'`` |
-  ``'exp'``), ``kappa``, ``fine_bins_per_step``, ``spatial_factor``: :func:`~fewstep.events.stc.stc`'s.
+  ``'exp'``), ``kappa``, ``fine_bins_per_step``, ``spatial_factor``: :func:`~fewstep.events.compression.stc`'s.
 * ``size``: resample the (pooled) currents to ``size x size`` (or ``[H, W]``) pixels, e.g. the
   48x48 of TET / STR for 128x128 DVS data, by area: ``adaptive_avg_pool2d`` times the area ratio,
   so each output pixel holds the events of its area. For an integer ratio that is exactly
@@ -155,7 +155,7 @@ class EventOptions:
             raise bad("cache_dir", f"must be a path (string), got {self.cache_dir!r}")
 
     def stc_params(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`~fewstep.events.stc.stc` (all of them, for the cache key)."""
+        """The keyword arguments of :func:`~fewstep.events.compression.stc` (all of them, for the cache key)."""
         return {"timesteps": self.timesteps, "by": self.by, "integration": self.integration,
                 "kappa": float(self.kappa), "fine_bins_per_step": self.fine_bins_per_step,
                 "spatial_factor": self.spatial_factor}
@@ -242,7 +242,7 @@ class EventSource:
 def _compute(source: EventSource, opts: EventOptions, what: str = "events") -> np.ndarray:
     """The STC currents of every sample of ``source``, with a progress bar named after ``what``
     (``"<dataset> <split>"``): emulating the 1,797 digits takes about ten seconds, MNIST minutes."""
-    from ..events.stc import stc
+    from ..events.compression import stc
     from ..progress import progress_bar
 
     params = opts.stc_params()

@@ -11,12 +11,12 @@ take Tonic's own:
   ``(128, 128, 2)`` for DVS128 Gesture and CIFAR10-DVS;
 * ``transform(events) -> data``, ``target_transform(target) -> target`` and
   ``transforms(data, target) -> (data, target)`` are applied in that order when given (e.g.
-  ``tonic.transforms.Compose([...])`` or :class:`fewstep.events.stc.STC`, which binds the sensor
+  ``tonic.transforms.Compose([...])`` or :class:`fewstep.events.compression.STC`, which binds the sensor
   size when it is made: ``STC(ds.sensor_size, timesteps=4)``).
 
 Files are read lazily, one sample per ``__getitem__``; only the file list (and, for DVS128
 Gesture, the small label CSVs) is read at construction. :func:`collate_events` batches raw
-event streams for a ``DataLoader`` in the packed form :func:`fewstep.events.stc.stc_batch`
+event streams for a ``DataLoader`` in the packed form :func:`fewstep.events.compression.stc_batch`
 takes.
 
 Where the files go (``root`` defaults to ``$FEWSTEP_DATA``, see
@@ -61,11 +61,11 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError, DatasetNotFoundError
+from ..events.compression import PackedEvents, pack_events
 from ..events.readers.aedat2 import read_aedat2
 from ..events.readers.aedat4 import read_aedat4
 from ..events.readers.aedat31 import GESTURE_CLASSES, read_aedat31, read_gesture_labels
 from ..events.readers.nmnist import read_nmnist_bin
-from ..events.stc import PackedEvents, pack_events
 from ..events.types import EVENT_DTYPE
 from .base import resolve_data_root
 from .download import download_file
@@ -243,8 +243,8 @@ class EventDataset(Sequence):
 
 def collate_events(batch: Sequence[tuple[np.ndarray, Any]]) -> tuple[PackedEvents, torch.Tensor]:
     """``collate_fn`` for a ``DataLoader`` over raw event samples ``(events, target)``: the
-    streams packed as ``(events, offsets)`` (:func:`fewstep.events.stc.pack_events`; stream ``b``
-    is ``events[offsets[b]:offsets[b + 1]]``), which :func:`~fewstep.events.stc.stc_batch` turns
+    streams packed as ``(events, offsets)`` (:func:`fewstep.events.compression.pack_events`; stream ``b``
+    is ``events[offsets[b]:offsets[b + 1]]``), which :func:`~fewstep.events.compression.stc_batch` turns
     into time-major currents ``[T, B, 2, H', W']`` in one call, and the targets as a tensor.
     Streams of any lengths batch together; a module-level function, so worker processes started
     by ``spawn`` can unpickle it."""

@@ -8,11 +8,16 @@ What is *not* here on purpose: flips and rotations. A mirrored "2" is no "2", an
 is a "9": for digits they change the class. The recipe's ``[data.augment]`` table
 (:class:`fewstep.augment_spec.EventAugmentSpec`) chooses the strengths; the training engine applies
 :func:`augment_events` to the training split only (:mod:`fewstep.train.event_feed`).
+
+Each function also has a transform form, Tonic's pattern: a small frozen dataclass that holds the
+parameters (the generator included) and whose ``__call__(events)`` calls the function
+(:class:`Shift`, :class:`DropEvents`, :class:`JitterTime`, :class:`Augment`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,4 +80,58 @@ def augment_events(events: np.ndarray, sensor_size: Sequence[int], spec: EventAu
     return ev if ev is not events else ev.copy()
 
 
-__all__ = ["augment_events", "drop_events", "jitter_time", "shift_events"]
+# ----------------------------------------------------------------------------------------------
+# the transform forms: parameters bound, ``transform(events) -> events``
+
+
+@dataclass(frozen=True)
+class Shift:
+    """:func:`shift_events` as a transform: ``Shift(sensor_size, dx, dy)(events)``."""
+
+    sensor_size: tuple[int, ...]
+    dx: int
+    dy: int
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return shift_events(events, self.sensor_size, self.dx, self.dy)
+
+
+@dataclass(frozen=True)
+class DropEvents:
+    """:func:`drop_events` as a transform: ``DropEvents(fraction, rng)(events)``; each call
+    draws from ``rng``."""
+
+    fraction: float
+    rng: np.random.Generator
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return drop_events(events, self.fraction, self.rng)
+
+
+@dataclass(frozen=True)
+class JitterTime:
+    """:func:`jitter_time` as a transform: ``JitterTime(std_us, rng)(events)``; each call draws
+    from ``rng``."""
+
+    std_us: float
+    rng: np.random.Generator
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return jitter_time(events, self.std_us, self.rng)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """:func:`augment_events` as a transform: ``Augment(sensor_size, spec, rng)(events)``, one
+    random draw of ``spec``'s augmentations per call."""
+
+    sensor_size: tuple[int, ...]
+    spec: EventAugmentSpec
+    rng: np.random.Generator
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return augment_events(events, self.sensor_size, self.spec, self.rng)
+
+
+__all__ = ["Augment", "DropEvents", "JitterTime", "Shift", "augment_events", "drop_events", "jitter_time",
+           "shift_events"]

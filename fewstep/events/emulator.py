@@ -52,7 +52,7 @@ import numpy as np
 
 from ..atomic import write_npz_atomic
 from ..errors import ConfigError
-from .stc import concat_events, unpack_events
+from .compression import concat_events, unpack_events
 from .types import EVENT_DTYPE
 
 Seed = int | Sequence[int]

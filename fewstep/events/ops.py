@@ -5,11 +5,19 @@ Pure, vectorised NumPy. Every function takes a structured event array (fewstep's
 returns new arrays; the input is never modified. Functions that change the geometry return
 ``(events, new_sensor_size)``. Events with coordinates outside the given sensor size are a
 caller bug and raise :class:`ValueError` rather than being silently clipped.
+
+Each function that maps a stream to a stream also has a transform form, Tonic's pattern: a
+small frozen dataclass that holds the parameters and whose ``__call__(events)`` calls the
+function (:class:`SortByTime`, :class:`NormaliseTime`, :class:`TimeWindow`, :class:`Crop`,
+:class:`Downsample`, :class:`Denoise`). They compose with ``tonic.transforms.Compose`` and serve
+as a dataset's ``transform``. A transform that changes the geometry returns the events only; its
+``out_size`` is the new ``(width, height)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -209,8 +217,89 @@ def slice_by_time(
     return [ev[a:b].copy() for a, b in zip(idx[:-1].tolist(), idx[1:].tolist())]
 
 
+# ----------------------------------------------------------------------------------------------
+# the transform forms: parameters bound, ``transform(events) -> events``
+
+
+@dataclass(frozen=True)
+class SortByTime:
+    """:func:`sort_events` as a transform: ``SortByTime()(events)``."""
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return sort_events(events)
+
+
+@dataclass(frozen=True)
+class NormaliseTime:
+    """:func:`normalise_time` as a transform: ``NormaliseTime()(events)``."""
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return normalise_time(events)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """:func:`time_window` as a transform: ``TimeWindow(start, end)(events)``."""
+
+    start: int
+    end: int
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return time_window(events, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """:func:`crop_events` as a transform: ``Crop(sensor_size, box)(events)`` returns the
+    events; the cropped sensor's ``(width, height)`` is :attr:`out_size`."""
+
+    sensor_size: tuple[int, ...]
+    box: tuple[int, int, int, int]
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return crop_events(events, self.sensor_size, self.box)[0]
+
+    @property
+    def out_size(self) -> SensorSize:
+        return int(self.box[2]), int(self.box[3])
+
+
+@dataclass(frozen=True)
+class Downsample:
+    """:func:`downsample_events` as a transform: ``Downsample(sensor_size, factor)(events)``
+    returns the events; the smaller sensor's ``(width, height)`` is :attr:`out_size`."""
+
+    sensor_size: tuple[int, ...]
+    factor: int
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return downsample_events(events, self.sensor_size, self.factor)[0]
+
+    @property
+    def out_size(self) -> SensorSize:
+        w, h = _sensor(self.sensor_size)
+        return -(-w // int(self.factor)), -(-h // int(self.factor))
+
+
+@dataclass(frozen=True)
+class Denoise:
+    """:func:`denoise_events` as a transform: ``Denoise(sensor_size, filter_time)(events)``."""
+
+    sensor_size: tuple[int, ...]
+    filter_time: int
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return denoise_events(events, self.sensor_size, self.filter_time)
+
+
 __all__ = [
     "EVENT_DTYPE",
+    "Crop",
+    "Denoise",
+    "Downsample",
+    "NormaliseTime",
+    "SortByTime",
+    "TimeWindow",
     "check_events",
     "crop_events",
     "denoise_events",

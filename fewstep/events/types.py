@@ -35,12 +35,19 @@ _INT16 = np.iinfo(np.int16)
 _INT64 = np.iinfo(np.int64)
 
 
+def _numeric_field(events: np.ndarray, name: str, expected: str) -> np.ndarray:
+    """Field ``name``, refused (``ValueError`` naming the ``expected`` type) unless it holds bools,
+    integers or floats."""
+    col = events[name]
+    if col.dtype.kind not in "biuf":
+        raise ValueError(f"event field {name!r} has type {col.dtype}; expected {expected}")
+    return col
+
+
 def _coordinate_field(events: np.ndarray, name: str) -> np.ndarray:
     """Field ``x`` or ``y`` as int16, refusing values that int16 cannot hold (instead of wrapping)."""
-    col = events[name]
+    col = _numeric_field(events, name, "integers")
     kind = col.dtype.kind
-    if kind not in "biuf":
-        raise ValueError(f"event field {name!r} has type {col.dtype}; expected integers")
     if len(col) == 0 or col.dtype in (np.int16, np.int8, np.uint8, np.bool_):
         return col.astype(np.int16)
     if kind == "f" and (not np.isfinite(col).all() or (col != np.floor(col)).any()):
@@ -54,10 +61,8 @@ def _coordinate_field(events: np.ndarray, name: str) -> np.ndarray:
 
 def _time_field(events: np.ndarray) -> np.ndarray:
     """Field ``t`` as int64, refusing NaN/inf and values that int64 cannot hold (instead of wrapping)."""
-    t = events["t"]
+    t = _numeric_field(events, "t", "integer (or float) microseconds")
     kind = t.dtype.kind
-    if kind not in "biuf":
-        raise ValueError(f"event field 't' has type {t.dtype}; expected integer (or float) microseconds")
     if len(t) == 0 or t.dtype == np.int64 or (kind in "bi" and t.dtype.itemsize <= 8) or (
             kind == "u" and t.dtype.itemsize < 8):
         return t.astype(np.int64)
@@ -74,10 +79,8 @@ def _time_field(events: np.ndarray) -> np.ndarray:
 
 def _polarity_field(events: np.ndarray) -> np.ndarray:
     """Field ``p`` as int8: bools and int8-sized integers as they are, anything else as ``p > 0``."""
-    p = events["p"]
+    p = _numeric_field(events, "p", "integers or bools")
     kind = p.dtype.kind
-    if kind not in "biuf":
-        raise ValueError(f"event field 'p' has type {p.dtype}; expected integers or bools")
     if kind == "b" or len(p) == 0 or (kind in "iu" and p.min() >= -128 and p.max() <= 127):
         return p.astype(np.int8)
     return (p > 0).astype(np.int8)  # keeps the ON/OFF meaning where a cast would wrap (or truncate 0.5 to 0)

@@ -10,7 +10,7 @@ events into one step of synaptic current with :func:`events_to_current`. Stop fe
 :mod:`fewstep.infer.anytime` does; call :meth:`~StreamingClassifier.reset` before a new stream.
 
 **Streamed currents equal offline STC.** :class:`STCStream` reproduces
-:func:`fewstep.events.stc.stc` exactly (bit for bit, every ``by``, ``integration`` and
+:func:`fewstep.events.compression.stc` exactly (bit for bit, every ``by``, ``integration`` and
 ``spatial_factor``) one step at a time, as events arrive in chunks of any size: each event's fine
 bin is computed with the offline rule from the *stream's* geometry (its first and last timestamp
 for ``by='time'``, its event count for ``by='count'``), which the stream must be told up front.
@@ -46,7 +46,7 @@ __all__ = ["STCStream", "StreamingClassifier", "events_to_current"]
 
 
 def _histogram(events: np.ndarray, sensor_size: Sequence[int]) -> np.ndarray:
-    """Fallback without :mod:`fewstep.events.stc`: per-pixel event counts ``[2, H, W]`` (channel 0
+    """Fallback without :mod:`fewstep.events.compression`: per-pixel event counts ``[2, H, W]`` (channel 0
     OFF, 1 ON; ``p > 0`` is ON), by ``np.add.at``."""
     width, height = int(sensor_size[0]), int(sensor_size[1])
     frame = np.zeros((2, height, width), np.float32)
@@ -59,7 +59,7 @@ def _histogram(events: np.ndarray, sensor_size: Sequence[int]) -> np.ndarray:
 def events_to_current(events: np.ndarray, sensor_size: Sequence[int], **stc_options: Any) -> np.ndarray:
     """One step of synaptic current ``[2, H', W']`` (float32) from a slice of events.
 
-    Uses :func:`fewstep.events.stc.stc` with ``timesteps=1`` (``stc_options`` such as
+    Uses :func:`fewstep.events.compression.stc` with ``timesteps=1`` (``stc_options`` such as
     ``spatial_factor`` pass through); where that module is unavailable, a plain per-pixel count
     (:func:`np.add.at`; no options allowed). When ``events`` are exactly the events of one
     offline step, the result is that step of offline STC, provided there are no fine bins: a
@@ -69,10 +69,10 @@ def events_to_current(events: np.ndarray, sensor_size: Sequence[int], **stc_opti
     the training currents); :class:`STCStream` computes it exactly.
     """
     try:
-        from ..events.stc import stc
+        from ..events.compression import stc
     except ImportError:  # pragma: no cover - the events package is part of fewstep
         if stc_options:
-            raise ValueError(f"options {sorted(stc_options)} need fewstep.events.stc") from None
+            raise ValueError(f"options {sorted(stc_options)} need fewstep.events.compression") from None
         return _histogram(events, sensor_size)
     if stc_options.get("integration", "sum") == "exp" and float(stc_options.get("kappa", 0.9)) < 1.0:
         raise ValueError("events_to_current cannot reproduce integration='exp' with kappa < 1 from one slice: "
@@ -81,7 +81,7 @@ def events_to_current(events: np.ndarray, sensor_size: Sequence[int], **stc_opti
 
 
 class STCStream:
-    """Offline STC (:func:`fewstep.events.stc.stc`) computed step by step as events arrive.
+    """Offline STC (:func:`fewstep.events.compression.stc`) computed step by step as events arrive.
 
     Args:
         sensor_size: ``(width, height)`` (or Tonic's ``(width, height, 2)``).
@@ -89,7 +89,7 @@ class STCStream:
         t_first, t_last: for ``by='time'``: the stream's first and last timestamps, whose span
             offline STC cuts into ``T * r`` equal fine bins. Events outside raise ``ValueError``.
         num_events: for ``by='count'``: the stream's number of events ``N``.
-        by, integration, kappa, fine_bins_per_step, spatial_factor: as :func:`~fewstep.events.stc.stc`.
+        by, integration, kappa, fine_bins_per_step, spatial_factor: as :func:`~fewstep.events.compression.stc`.
 
     :meth:`push` takes the next events (sorted by time, also across calls; a structured array
     of any length) and returns the currents ``[2, H', W']`` (float32) of every step that is now
@@ -105,7 +105,7 @@ class STCStream:
                  t_last: int | None = None, num_events: int | None = None, by: str = "time",
                  integration: str = "sum", kappa: float = 0.9, fine_bins_per_step: int = 10,
                  spatial_factor: int = 1) -> None:
-        from ..events import stc as _stc
+        from ..events import compression as _stc
 
         self._stc = _stc
         prm = _stc._check_params(timesteps, by, integration, kappa, fine_bins_per_step, spatial_factor)
@@ -148,7 +148,7 @@ class STCStream:
 
     # -- binning -------------------------------------------------------------------------------
     def _fine_bins(self, t: np.ndarray) -> np.ndarray:
-        """Offline fine bin of each event (see :mod:`fewstep.events.stc`)."""
+        """Offline fine bin of each event (see :mod:`fewstep.events.compression`)."""
         n = len(t)
         if self.by == "count":
             assert self.num_events is not None  # by='count' sets it

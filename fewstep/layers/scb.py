@@ -61,8 +61,14 @@ SYNAPSE_KINDS = ("exp", "causal", "none")
 
 def exp_synapse(y: torch.Tensor, decay: torch.Tensor | float,
                 state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-order synapse over ``y [T, ...]``: ``I[t] = decay * I[t-1] + y[t]``, ``I[-1] = state``
-    (zero when ``None``). ``decay`` is a number or a tensor broadcastable to one step.
+    r"""First-order synapse over ``y [T, ...]``:
+
+    .. math::
+
+        I[t] = \lambda_s I[t-1] + y[t], \qquad t = 0, \dots, T - 1,
+
+    with :math:`\lambda_s` = ``decay`` (a number or a tensor broadcastable to one step) and
+    :math:`I[-1]` = ``state`` (zero when ``None``).
 
     Returns ``(I [T, ...], I[T-1])``."""
     out = []
@@ -75,10 +81,15 @@ def exp_synapse(y: torch.Tensor, decay: torch.Tensor | float,
 
 def causal_synapse(y: torch.Tensor, weights: torch.Tensor,
                    history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal temporal kernel over ``y [T, ...]``: ``I[t] = sum_k weights[k] * y[t - k]``.
+    r"""Causal temporal kernel over ``y [T, ...]``:
+
+    .. math::
+
+        I[t] = \sum_{k=0}^{K-1} w_k\, y[t-k], \qquad w_k = \text{weights}[k],
 
     ``weights`` is ``[K, ...]`` (each ``weights[k]`` broadcastable to one step); ``history`` holds
-    the ``K - 1`` inputs before ``y[0]``, oldest first (zeros when ``None``).
+    the ``K - 1`` inputs :math:`y[-K+1], \dots, y[-1]` before ``y[0]``, oldest first (zeros when
+    ``None``).
     Returns ``(I [T, ...], the last K - 1 inputs)`` (the history for the next call)."""
     k = weights.shape[0]
     if history is None:
@@ -99,22 +110,31 @@ def _logit(p: float) -> float:
 
 
 class Synapse(nn.Module):
-    _decay: torch.Tensor  # a buffer (kind "exp", not learnable), typed past nn.Module.__getattr__
+    r"""The SCB's temporal filter on currents ``[T, B, C, ...]`` (or one step ``[B, C, ...]``):
 
-    """The SCB's temporal filter on currents ``[T, B, C, ...]`` (or one step ``[B, C, ...]``).
+    .. math::
+
+        I[t] = \begin{cases} \lambda_s I[t-1] + y[t], \quad I[-1] = 0 & \text{kind="exp"}\\
+                             \sum_{k=0}^{K-1} w_k\, y[t-k], \quad y[t<0] = 0 & \text{kind="causal"}\\
+                             y[t] & \text{kind="none"}\end{cases}
+
+    (:func:`exp_synapse`, :func:`causal_synapse`), with :math:`\lambda_s = \mathrm{sigmoid}(a)`
+    when learnable and :math:`w_k` starting at :math:`\lambda_s^k`.
 
     Args:
         kind: ``"exp"``, ``"causal"`` or ``"none"`` (see the module docstring).
         channels: number of channels ``C``; needed when ``per_channel=True``.
-        decay: initial (or fixed) :math:`\\lambda_s`; for ``"causal"`` the kernel starts at
+        decay: initial (or fixed) :math:`\lambda_s`; for ``"causal"`` the kernel starts at
             ``decay ** k``.
-        learnable: learn :math:`\\lambda_s` (stored as ``sigmoid(decay_logit)``, so it stays in
+        learnable: learn :math:`\lambda_s` (stored as ``sigmoid(decay_logit)``, so it stays in
             (0, 1)) or the causal weights.
-        per_channel: one :math:`\\lambda_s` (or kernel) per channel instead of one per layer.
+        per_channel: one :math:`\lambda_s` (or kernel) per channel instead of one per layer.
         kernel_size: ``K`` of the causal kernel.
         channel_dim: axis of ``C`` within one step ``[B, C, ...]`` (1 for conv maps and for
             ``[B, features]``).
     """
+
+    _decay: torch.Tensor  # a buffer (kind "exp", not learnable), typed past nn.Module.__getattr__
 
     def __init__(self, kind: str = "exp", channels: int | None = None, *, decay: float = 0.5,
                  learnable: bool = True, per_channel: bool = False, kernel_size: int = 2,
@@ -206,9 +226,15 @@ class Synapse(nn.Module):
 
 
 class SCB(nn.Module):
-    """Synaptic current block: stateless ``modules`` over ``[T, B, ...]`` (folded over time),
+    r"""Synaptic current block: stateless ``modules`` over ``[T, B, ...]`` (folded over time),
     then a :class:`Synapse`. ``SCB(nn.MaxPool2d(2), nn.Conv2d(...), nn.BatchNorm2d(c),
-    synapse="exp", channels=c)``.
+    synapse="exp", channels=c)``. With ``synapse="exp"`` (the default) it computes
+
+    .. math::
+
+        y[t] = \mathrm{modules}(S_{in}[t]), \qquad I[t] = \lambda_s I[t-1] + y[t], \quad I[-1] = 0,
+
+    and with ``"causal"`` :math:`I[t] = \sum_{k=0}^{K-1} w_k\, y[t-k]` (see :class:`Synapse`).
 
     ``synapse_kw`` go to :class:`Synapse` (``decay``, ``learnable``, ``per_channel``,
     ``kernel_size``). With ``synapse="none"`` it computes exactly ``TimeFold(*modules)``.
@@ -225,7 +251,13 @@ class SCB(nn.Module):
 
 
 class SynapticConv(SCB):
-    """``conv (+ BN)`` driving a synapse: the SCB of ``methods.md`` section 1.
+    r"""``conv (+ BN)`` driving a synapse: the SCB of ``methods.md`` section 1,
+
+    .. math::
+
+        y[t] = \mathrm{BN}(\mathrm{conv}(S_{in}[t])), \qquad I[t] = \lambda_s I[t-1] + y[t], \quad I[-1] = 0
+
+    for the default ``synapse="exp"`` (:class:`Synapse` for the others).
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding: of the ``nn.Conv2d`` (padding

@@ -56,7 +56,18 @@ def initial_state(x: torch.Tensor, p: NeuronParams) -> torch.Tensor:
 
 
 def neuron_step(x: torch.Tensor, v: torch.Tensor, p: NeuronParams) -> StepOutput:
-    """Advance one time step: charge, fire, reset."""
+    r"""Advance one time step: charge, fire, reset (the module docstring's equations).
+
+    .. math::
+
+        h_t &= v_{rest} + \lambda (v_{t-1} - v_{rest}) + x_t &\text{(charge)}\\
+        s_t &= \sum_{k=1}^{K} H(h_t - k\,V_{th}) &\text{(fire)}\\
+        v_t &= \begin{cases} h_t (1 - H(h_t - V_{th})) + v_{reset} H(h_t - V_{th}) & \text{hard reset}\\
+                             h_t - s_t V_{th} & \text{soft reset}\end{cases} &\text{(reset)}
+
+    with :math:`\lambda` = ``p.decay``, :math:`V_{th}` = ``p.v_threshold``, ``K`` =
+    ``p.num_thresholds`` and :math:`v_{rest} = v_{reset}` (hard) or 0 (soft). Returns
+    ``(s_t, h_t, v_t)``, the first as :math:`s_t V_{th}` with ``p.scale_output``."""
     if p.reset == "hard":
         h = p.v_reset + p.decay * (v - p.v_reset) + x
     elif p.reset == "soft":

@@ -172,7 +172,20 @@ class SpikingNeuron(nn.Module):
 
 
 class IF(SpikingNeuron):
-    """Integrate-and-fire: no leak (decay = 1). Soft reset is the conversion neuron."""
+    r"""Integrate-and-fire: no leak (decay = 1). Soft reset is the conversion neuron.
+
+    With input :math:`x_t`, threshold :math:`V_{th}` and :math:`H` the Heaviside step (a
+    surrogate derivative in the backward pass), one step is
+
+    .. math::
+
+        h_t &= v_{t-1} + x_t &\text{(charge)}\\
+        s_t &= H(h_t - V_{th}) &\text{(fire)}\\
+        v_t &= \begin{cases} h_t (1 - s_t) + v_{reset}\, s_t & \text{hard reset (default)}\\
+                             h_t - s_t V_{th} & \text{soft reset}\end{cases}
+
+    from :math:`v_{-1} = v_{reset}` (hard) or 0 (soft); the output is :math:`s_t`
+    (:math:`s_t V_{th}` with ``scale_output``). ``num_thresholds=K`` fires as :class:`MTLIF`."""
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("decay", 1.0)
@@ -182,11 +195,37 @@ class IF(SpikingNeuron):
 
 
 class LIF(SpikingNeuron):
-    """Leaky integrate-and-fire, decay fixed (default 0.5) or learnable as in PLIF."""
+    r"""Leaky integrate-and-fire, decay fixed (default 0.5) or learnable as in PLIF.
+
+    With decay :math:`\lambda` (``decay``, or :math:`\mathrm{sigmoid}(w)` with
+    ``learnable_decay``), input :math:`x_t`, threshold :math:`V_{th}` and :math:`H` the Heaviside
+    step (a surrogate derivative in the backward pass), one step is
+
+    .. math::
+
+        h_t &= \begin{cases} v_{reset} + \lambda (v_{t-1} - v_{reset}) + x_t & \text{hard reset (default)}\\
+                             \lambda v_{t-1} + x_t & \text{soft reset}\end{cases} &\text{(charge)}\\
+        s_t &= H(h_t - V_{th}) &\text{(fire)}\\
+        v_t &= \begin{cases} h_t (1 - s_t) + v_{reset}\, s_t & \text{hard reset}\\
+                             h_t - s_t V_{th} & \text{soft reset}\end{cases} &\text{(reset)}
+
+    from :math:`v_{-1} = v_{reset}` (hard) or 0 (soft); the output is :math:`s_t`
+    (:math:`s_t V_{th}` with ``scale_output``). ``num_thresholds=K`` fires as :class:`MTLIF`."""
 
 
 class PLIF(SpikingNeuron):
-    """Parametric LIF: the decay ``sigmoid(w)`` is learned per layer."""
+    r"""Parametric LIF: the decay ``sigmoid(w)`` is learned per layer.
+
+    :class:`LIF`'s dynamics with :math:`\lambda = \mathrm{sigmoid}(w)`, :math:`w` a learned scalar
+    that starts at :math:`\mathrm{logit}(\text{decay})`:
+
+    .. math::
+
+        h_t &= \begin{cases} v_{reset} + \lambda (v_{t-1} - v_{reset}) + x_t & \text{hard reset (default)}\\
+                             \lambda v_{t-1} + x_t & \text{soft reset}\end{cases} &\text{(charge)}\\
+        s_t &= H(h_t - V_{th}) &\text{(fire)}\\
+        v_t &= \begin{cases} h_t (1 - s_t) + v_{reset}\, s_t & \text{hard reset}\\
+                             h_t - s_t V_{th} & \text{soft reset}\end{cases} &\text{(reset)}"""
 
     def __init__(self, **kwargs) -> None:
         kwargs["learnable_decay"] = True
@@ -194,8 +233,24 @@ class PLIF(SpikingNeuron):
 
 
 class MTLIF(SpikingNeuron):
-    """Multi-threshold LIF: emits 0..K spikes per step (thresholds V_th, 2V_th, ..., K V_th),
+    r"""Multi-threshold LIF: emits 0..K spikes per step (thresholds V_th, 2V_th, ..., K V_th),
     soft reset by ``s * V_th``, learnable decay by default.
+
+    With decay :math:`\lambda = \mathrm{sigmoid}(w)` (learned; fixed ``decay`` with
+    ``learnable_decay=False``), input :math:`x_t`, threshold :math:`V_{th}`, ``K = num_thresholds``
+    and :math:`H` the Heaviside step (a surrogate derivative in the backward pass), one step is
+
+    .. math::
+
+        h_t &= \lambda v_{t-1} + x_t &\text{(charge; soft reset, the default)}\\
+        s_t &= \sum_{k=1}^{K} H(h_t - k\,V_{th}) \in \{0, \dots, K\} &\text{(fire)}\\
+        v_t &= h_t - s_t V_{th} &\text{(reset by subtraction)}
+
+    from :math:`v_{-1} = 0`. With ``reset="hard"`` the charge is
+    :math:`h_t = v_{reset} + \lambda (v_{t-1} - v_{reset}) + x_t` and the reset
+    :math:`v_t = h_t (1 - H(h_t - V_{th})) + v_{reset} H(h_t - V_{th})`, from
+    :math:`v_{-1} = v_{reset}`. The output is :math:`s_t` (:math:`s_t V_{th}` with
+    ``scale_output``).
 
     What ``K = 1`` equals: ``MTLIF(num_thresholds=1, **kw)`` and ``LIF(**kw)`` give identical
     spikes, membranes and gradients **when they have the same reset, the same decay (its value and whether

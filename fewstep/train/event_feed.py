@@ -67,7 +67,7 @@ class EventAugmentFeed(DeviceFeed):
     """A training :class:`DeviceFeed` whose inputs are recomputed from augmented recordings each epoch.
 
     ``events[i]`` is the recording of row ``i`` of ``ds``; ``stc_options`` are the
-    :func:`~fewstep.events.stc.stc` keyword arguments that made ``ds`` (``timesteps`` included).
+    :func:`~fewstep.events.compression.stc` keyword arguments that made ``ds`` (``timesteps`` included).
     """
 
     def __init__(self, ds: ArrayDataset, events: Sequence[np.ndarray], sensor_size: tuple[int, int],
@@ -87,7 +87,7 @@ class EventAugmentFeed(DeviceFeed):
     def epoch_inputs(self, epoch: int) -> torch.Tensor:
         """Epoch ``epoch``'s training inputs ``[N, T, C, H, W]``: one augmentation per recording."""
         from ..events.augment import augment_events
-        from ..events.stc import stc
+        from ..events.compression import stc
 
         rng = np.random.default_rng([int(self.seed), int(epoch), 0x6576])  # 0x6576: "ev", this feed's stream
         opts = dict(self.stc_options)
@@ -109,7 +109,7 @@ def event_augment_feed(dataset: str, options: dict, spec: EventAugmentSpec, trai
     """The :class:`EventAugmentFeed` for the training split ``train`` of ``dataset`` loaded with
     ``options`` (the recipe's ``data.options``): its recordings found by content (module docstring)."""
     from ..data.base import resolve_data_root
-    from ..events.stc import stc
+    from ..events.compression import stc
 
     if options.get("size"):
         raise ConfigError("data.augment", "event augmentation does not support data.options.size (resampled "

@@ -32,7 +32,8 @@ from typing import Literal
 import numpy as np
 
 from ...errors import DataFormatError, reading
-from ..types import EVENT_DTYPE, as_events
+from ..types import EVENT_DTYPE
+from ._limits import fields_to_write
 from ._order import time_ordered
 
 MAGIC = b"#!AER-DAT2.0"
@@ -117,12 +118,8 @@ def write_aedat2(path: str | Path, events: np.ndarray, orientation: Orientation 
 
     Coordinates must lie in 0..127 and timestamps in 0..2**32-1 us.
     """
-    ev = as_events(events)
-    x, y, t = ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["t"]
-    if len(ev) and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) > 127):
-        raise ValueError("DVS128 coordinates must lie in 0..127")
-    if len(ev) and (t.min() < 0 or t.max() >= 1 << 32):
-        raise ValueError("AEDAT 2.0 timestamps are 32-bit (0..2**32-1 us)")
+    ev, x, y, t = fields_to_write(events, 127, "DVS128 coordinates must lie in 0..127",
+                                  (1 << 32) - 1, "AEDAT 2.0 timestamps are 32-bit (0..2**32-1 us)")
     if orientation == "jaer":
         raw_x, raw_y = 127 - x, y
     elif orientation == "spikingjelly":

@@ -28,6 +28,7 @@ import numpy as np
 
 from ...errors import DataFormatError, reading
 from ..types import EVENT_DTYPE, as_events
+from ._limits import fields_to_write
 from ._order import time_ordered
 
 MAGIC = b"#!AER-DAT3."
@@ -195,11 +196,8 @@ def write_aedat31(
     ev = as_events(events)
     if events_per_packet <= 0:
         raise ValueError("events_per_packet must be positive")
-    x, y, t = ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["t"]
-    if len(ev) and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) > 0x7FFF):
-        raise ValueError("AEDAT 3.1 coordinates are 15-bit (0..32767)")
-    if len(ev) and t.min() < 0:
-        raise ValueError("timestamps must be non-negative")
+    ev, x, y, t = fields_to_write(ev, 0x7FFF, "AEDAT 3.1 coordinates are 15-bit (0..32767)", None,
+                                  "timestamps must be non-negative")
     word = (x << 17) | (y << 2) | ((ev["p"] != 0).astype(np.int64) << 1) | 1
     rec = np.empty(len(ev), dtype=_POLARITY)
     rec["data"] = word

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataFormatError, reading
-from ..types import EVENT_DTYPE, as_events
+from ..types import EVENT_DTYPE
+from ._limits import fields_to_write
 from ._order import time_ordered
 
 RECORD_BYTES = 5
@@ -100,12 +101,8 @@ def write_nmnist_bin(path: str | Path, events: np.ndarray) -> None:
     Coordinates must fit in 8 bits and timestamps in 23 bits (no overflow markers are written);
     ``p`` is stored as 1 for any non-zero polarity.
     """
-    ev = as_events(events)
-    x, y, t = ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["t"]
-    if len(ev) and (x.min() < 0 or x.max() > 255 or y.min() < 0 or y.max() > 255):
-        raise ValueError("N-MNIST records hold 8-bit coordinates (0..255)")
-    if len(ev) and (t.min() < 0 or t.max() > _MAX_TIMESTAMP):
-        raise ValueError(f"N-MNIST records hold 23-bit timestamps (0..{_MAX_TIMESTAMP} us)")
+    ev, x, y, t = fields_to_write(events, 255, "N-MNIST records hold 8-bit coordinates (0..255)",
+                                  _MAX_TIMESTAMP, f"N-MNIST records hold 23-bit timestamps (0..{_MAX_TIMESTAMP} us)")
     if len(ev) and (y == _OVERFLOW_Y).any():
         raise ValueError(f"y == {_OVERFLOW_Y} is the timestamp-overflow marker and cannot be written")
     rec = np.empty((len(ev), RECORD_BYTES), dtype=np.uint8)

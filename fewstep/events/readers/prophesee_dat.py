@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataFormatError, reading
-from ..types import EVENT_DTYPE, as_events
+from ..types import EVENT_DTYPE
+from ._limits import fields_to_write
 from ._order import time_ordered
 
 EVENT2D, EVENT_CD, EVENT_EXT_TRIGGER = 0x00, 0x0C, 0x0E
@@ -118,12 +119,8 @@ def read_prophesee_dat(
 
 def write_prophesee_dat(path: str | Path, events: np.ndarray, sensor_size: tuple[int, int] | None = None) -> None:
     """Write CD events as a Prophesee ``.dat`` file (EventCd, 8-byte events)."""
-    ev = as_events(events)
-    x, y, t = ev["x"].astype(np.int64), ev["y"].astype(np.int64), ev["t"]
-    if len(ev) and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) > 0x3FFF):
-        raise ValueError(".dat coordinates are 14-bit (0..16383)")
-    if len(ev) and (t.min() < 0 or t.max() >= 1 << 32):
-        raise ValueError(".dat timestamps are 32-bit (0..2**32-1 us)")
+    ev, x, y, t = fields_to_write(events, 0x3FFF, ".dat coordinates are 14-bit (0..16383)",
+                                  (1 << 32) - 1, ".dat timestamps are 32-bit (0..2**32-1 us)")
     lines = ["% Data file containing CD events", "% Version 2"]
     if sensor_size is not None:
         lines += [f"% Width {int(sensor_size[0])}", f"% Height {int(sensor_size[1])}"]

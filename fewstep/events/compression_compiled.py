@@ -1,4 +1,4 @@
-"""STC's compiled path: one pass over the events in machine code (Numba), for :func:`~fewstep.events.stc.stc`.
+"""STC's compiled path: one pass over the events in machine code (Numba), for :func:`fewstep.events.stc`.
 
 Why: the NumPy path costs about fifteen array calls per stream whatever its length, tens of
 microseconds of fixed overhead that dominate on N-MNIST-sized streams (a few thousand events).
@@ -6,11 +6,12 @@ One compiled loop reads each event once, fine bin by fine bin: it finds where th
 (binary search on the timestamps for ``by='time'``, arithmetic on ranks for ``by='count'``), then
 checks each event's timestamp order and coordinates and adds its weight into the output.
 The bin starts are the NumPy path's exactly (``t_first + ceil(k * D / T0)``, ``ceil(k * N / T0)``),
-so both paths give bit-identical results; the tests hold them to :func:`~fewstep.events.stc.reference_stc`.
+so both paths give bit-identical results; the tests hold them to
+:func:`~fewstep.events.compression.reference_stc`.
 
 Numba is optional (``pip install "fewstep[events]"``). Without it, :func:`available` is false and
-:func:`~fewstep.events.stc.stc` uses NumPy. The loop is compiled on first use (about a second) and
-cached on disk by Numba (``NUMBA_CACHE_DIR`` moves the cache).
+:func:`~fewstep.events.compression.stc` uses NumPy. The loop is compiled on first use (about a
+second) and cached on disk by Numba (``NUMBA_CACHE_DIR`` moves the cache).
 """
 
 from __future__ import annotations

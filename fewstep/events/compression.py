@@ -25,8 +25,8 @@ frames explicitly, as the formula above says; it is the specification the tests 
 paths to. :func:`stc_batch` computes a whole batch with torch ops, on any device.
 
 On the CPU, :func:`stc` and :func:`stc_batch` take ``backend='numba'`` (default where Numba is
-installed): :mod:`fewstep.events.stc_compiled` does both passes as one compiled loop per stream,
-with the same bin starts, so its output is bit-identical to the NumPy path's. It matters for
+installed): :mod:`fewstep.events.compression_compiled` does both passes as one compiled loop per
+stream, with the same bin starts, so its output is bit-identical to the NumPy path's. It matters for
 short streams, where the NumPy path's dozen array calls cost more than the events.
 
 Conventions (shared by all three functions):
@@ -69,7 +69,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from . import stc_compiled
+from . import compression_compiled
 from .ops import MAX_SENSOR_SIDE, _sensor
 from .types import EVENT_DTYPE, XY_VIEW_DTYPE, as_events
 
@@ -302,7 +302,7 @@ def _use_compiled(backend: str) -> bool:
         return False
     if backend not in ("auto", "numba"):
         raise ConfigError("backend", f"must be 'auto', 'numba' or 'numpy', got {backend!r}")
-    if stc_compiled.available():
+    if compression_compiled.available():
         return True
     if backend == "numba":
         raise ImportError("STC backend='numba' needs Numba: pip install numba (or \"fewstep[events]\")")
@@ -320,15 +320,15 @@ def _compiled_stc(ev: np.ndarray, offsets: np.ndarray | None, width: int, height
     for _ in range(2):
         out = np.zeros(prm.timesteps * samples * 2 * ho * wo, np.float32 if weights is None else np.float64)
         if offsets is None:
-            status = stc_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, by_time, weights, out)
+            status = compression_compiled.stc_into(ev, width, height, f, ho, wo, prm.fine, prm.r, by_time, weights, out)
         else:
-            status = stc_compiled.stc_batch_into(ev, offsets, width, height, f, ho, wo, prm.fine, prm.r, by_time,
-                                                 weights, out)
-        if status == stc_compiled.OK:
+            status = compression_compiled.stc_batch_into(ev, offsets, width, height, f, ho, wo, prm.fine, prm.r,
+                                                         by_time, weights, out)
+        if status == compression_compiled.OK:
             return out
-        if status == stc_compiled.SPAN_TOO_LONG:
+        if status == compression_compiled.SPAN_TOO_LONG:
             return None
-        if status == stc_compiled.OUT_OF_SENSOR:
+        if status == compression_compiled.OUT_OF_SENSOR:
             _coordinates(ev, width, height)  # raises ValueError naming the axis and the range
             raise AssertionError("the compiled STC pass and _coordinates disagree on the sensor bounds")
         # UNSORTED: sort (within each stream), stably, once, and start again
@@ -351,8 +351,22 @@ def stc(
     spatial_factor: int = 1,
     backend: Backend = "auto",
 ) -> np.ndarray:
-    """Compress an event stream into ``timesteps`` frames of synaptic current, straight from the
-    events (no fine frames; see the module docstring).
+    r"""Compress an event stream into ``timesteps`` frames of synaptic current, straight from the
+    events (no fine frames; see the module docstring). Event :math:`i = (x_i, y_i, t_i, p_i)`
+    falls in fine bin :math:`k_i` and adds its weight to one pixel of one step:
+
+    .. math::
+
+        k_i &= \begin{cases} \min(\lfloor (t_i - t_{first})\, T_0 / D \rfloor,\ T_0 - 1),
+                            \ D = \max(t_{last} - t_{first}, 1) & \text{by='time'}\\
+                            \lfloor \operatorname{rank}(i)\, T_0 / N \rfloor & \text{by='count'}\end{cases}\\
+        I[n, c, y', x'] &= \sum_{i:\ \lfloor k_i / r \rfloor = n,\ [p_i > 0] = c,\
+                            \lfloor y_i / f \rfloor = y',\ \lfloor x_i / f \rfloor = x'}
+                            \kappa^{(n+1) r - 1 - k_i}
+
+    with :math:`T_0 = T r` fine bins, :math:`r` = ``fine_bins_per_step`` for ``'exp'`` with
+    :math:`\kappa < 1` and :math:`r = 1` (every weight 1, the event count) otherwise, ``rank``
+    the stable time order and :math:`N` the number of events.
 
     Args:
         events: structured array with fields ``x, y, t, p`` (fewstep's or Tonic's dtypes).
@@ -364,7 +378,7 @@ def stc(
         kappa: synaptic decay per fine bin for ``'exp'``, in ``(0, 1]``; 1 equals ``'sum'``.
         fine_bins_per_step: ``r``, fine bins per step for ``'exp'`` (ignored by ``'sum'``).
         spatial_factor: sum-pooling factor ``f``.
-        backend: ``'numba'`` (one compiled pass, :mod:`fewstep.events.stc_compiled`; needs
+        backend: ``'numba'`` (one compiled pass, :mod:`fewstep.events.compression_compiled`; needs
             Numba), ``'numpy'`` (chunked array operations) or ``'auto'``: Numba when it is
             installed. Both give bit-identical results.
 
@@ -435,7 +449,19 @@ def reference_stc(
     fine_bins_per_step: int = 10,
     spatial_factor: int = 1,
 ) -> np.ndarray:
-    """STC as ``methods.md`` writes it: fine frames ``F[k]``, pooled, then compressed.
+    r"""STC as ``methods.md`` writes it: fine frames ``F[k]``, pooled, then compressed.
+
+    .. math::
+
+        k_i &= \begin{cases} \min(\lfloor (t_i - t_{first})\, T_0 / D \rfloor,\ T_0 - 1),
+                            \ D = \max(t_{last} - t_{first}, 1) & \text{by='time'}\\
+                            \lfloor \operatorname{rank}(i)\, T_0 / N \rfloor & \text{by='count'}\end{cases}\\
+        F[k, c, y, x] &= \#\{i : k_i = k,\ [p_i > 0] = c,\ y_i = y,\ x_i = x\}\\
+        \bar F[k, c, y', x'] &= \sum_{a=0}^{f-1} \sum_{b=0}^{f-1} F[k, c, f y' + a, f x' + b]\\
+        I[n] &= \sum_{k=n r}^{(n+1) r - 1} \kappa^{(n+1) r - 1 - k}\, \bar F[k]
+
+    with :math:`T_0 = T r` fine bins, :math:`r` = ``fine_bins_per_step`` for ``'exp'`` and 1 for
+    ``'sum'`` (where :math:`\kappa` is taken as 1), and :math:`F` zero beyond the sensor.
 
     Slow and memory-hungry (``[T0, 2, H, W]`` in memory) on purpose: it is the specification
     that :func:`stc` and :func:`stc_batch` are tested against. Same arguments and result."""
@@ -481,7 +507,14 @@ def reference_stc(
 
 @dataclass(frozen=True)
 class STC:
-    """Tonic-style transform: ``STC(sensor_size, timesteps)(events) -> float32 [T, 2, H', W']``.
+    r"""Tonic-style transform: ``STC(sensor_size, timesteps)(events) -> float32 [T, 2, H', W']``,
+
+    .. math::
+
+        I[n] = \sum_{k=n r}^{(n+1) r - 1} \kappa^{(n+1) r - 1 - k}\, F[k],
+        \qquad n = 0, \dots, T - 1,
+
+    computed by :func:`stc` (which writes out the fine bins :math:`F[k]` and the pooling).
 
     A frozen dataclass whose ``__call__`` is :func:`stc`, so it composes with
     ``tonic.transforms.Compose``, serves as a dataset's ``transform`` (Tonic's datasets and
@@ -594,7 +627,14 @@ def stc_batch(
     device: torch.device | str | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    """STC of a whole batch with torch ops on ``device``: float32 ``[T, B, 2, H', W']``.
+    r"""STC of a whole batch with torch ops on ``device``: float32 ``[T, B, 2, H', W']``,
+
+    .. math::
+
+        I[n, b] = \operatorname{stc}(\text{events}_b)[n],
+
+    each sample's fine bins :math:`k_i` taken from its own :math:`t_{first}, t_{last}` (or
+    ranks and :math:`N`), as :func:`stc` writes out.
 
     ``batch`` is a list of event arrays or a packed pair ``(events, offsets)`` (see
     :func:`pack_events`). Equal to stacking :func:`stc` per sample (exactly for ``'sum'``, to
