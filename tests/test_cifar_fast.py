@@ -17,10 +17,13 @@ from fewstep.convert.factors import LayerFactors
 from fewstep.errors import ConfigError
 from fewstep.layers import BatchNorm2d
 from fewstep.models import build_model
-from fewstep.models.cifar_fast import fold_batchnorm
+from fewstep.models.cifar_fast import fold_batchnorm, whitening_filters
 from fewstep.models.dnn import ClippedReLU, ConvertedIF
 from fewstep.neurons import MTLIF, NeuronSpec
 from fewstep.train import train
+from fewstep.train.checkpoint import load_checkpoint
+from fewstep.train.data_feed import DeviceFeed
+from fewstep.train.engine import prepare_data
 
 CIFAR_RECIPES = ["cifar10-fast-dnn", "cifar10-fast-mtlif-t2", "cifar10-fast-lif-t2", "cifar10-fast-stcb-t2",
                  "cifar10-fast-stcb-surrogate-t2", "cifar10-fast-tet-t4", "cifar10-fast-tet-str-t4"]
@@ -200,3 +203,49 @@ def test_table_from_rejects_a_missing_or_foreign_file(tmp_path):
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="needs 'meta' and 'results'"):
         bench.main(["--table-from", str(tmp_path / "other.json")])
+
+
+def test_whitening_filters_decorrelate_the_leading_patch_directions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.randn(200, 3, 16, 16, generator=g), 3, 1, 1) * 3  # correlated pixels
+    w = whitening_filters(x, 32)
+    assert w.shape == (32, 3, 3, 3) and torch.equal(w[16:], -w[:16])
+    y = torch.nn.functional.conv2d(x.double(), w.double())[:, :16].permute(0, 2, 3, 1).reshape(-1, 16)
+    second_moment = y.T @ y / len(y)  # the filters whiten the uncentred second moment, as airbench's do
+    torch.testing.assert_close(second_moment, torch.eye(16, dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(whitening_filters(x.flip(0), 32), w, atol=1e-5, rtol=1e-4)  # order-free, signs fixed
+    for bad in (31, 0, 56):
+        with pytest.raises(ValueError, match="even stem width"):
+            whitening_filters(x, bad)
+
+
+def test_whiten_option_is_checked():
+    with pytest.raises(ConfigError, match="even stem width"):
+        build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[7, 8, 16, 16],
+                    whiten=True)
+    for kw in ({"whiten": "yes"}, {"whiten": True, "whiten_eps": 0.0}):
+        with pytest.raises(ConfigError):
+            build_model("cifar_fast", num_classes=10, input_shape=(3, 32, 32), timesteps=2, **kw)
+
+
+def test_whitened_stem_comes_from_the_training_images_and_stays_frozen(jpeg_root, tmp_path):
+    opts = ["model.options.widths=[8, 8, 16, 16]", "model.options.whiten=true"]
+    recipe = load_recipe("cifar10-fast-dnn", [*TINY, *opts])
+    train(recipe, tmp_path / "dnn", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    stem = load_checkpoint(tmp_path / "dnn" / "last.pt")["model"]["stem.0.weight"]
+    splits = prepare_data(recipe, jpeg_root)
+    feed = DeviceFeed(splits.train, 32, torch.device("cpu"), train=True)
+    expected = whitening_filters(feed.prepare_eval(feed.inputs[:5000]), 8)
+    torch.testing.assert_close(stem, expected)  # set from the (normalised) training images, then frozen
+    model = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16],
+                        whiten=True)
+    assert not model.stem[0].weight.requires_grad
+    # the converted SNN takes the same options, gets the folded stem and fine-tunes it
+    convert_checkpoint(tmp_path / "dnn" / "last.pt", timesteps=2, eval_timesteps=(2,), out_dir=tmp_path / "conv",
+                       data_root=jpeg_root, calib_batches=2, log=lambda s: None)
+    ckpt = tmp_path / "conv" / "converted-dist-t2.pt"
+    ft = load_recipe("cifar10-fast-convert-finetune-t2", [*_tiny("ft"), f"train.init_checkpoint={str(ckpt)!r}"])
+    train(ft, tmp_path / "ft", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    converted = load_checkpoint(ckpt)["model"]["stem.0.weight"]
+    tuned = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]["stem.0.weight"]
+    assert converted.shape == tuned.shape == (8, 3, 3, 3) and not torch.equal(converted, tuned)

@@ -15,6 +15,13 @@ quarter of its resolution, and a BN folds into the conv before it across nothing
 * ``cifar_fast`` (SNN): ``act`` is the recipe's neuron (LIF, MT-LIF, ...), trained directly.
 * ``cifar_fast_dnn`` (DNN for conversion): ``act`` is a :class:`~fewstep.models.dnn.ClippedReLU`
   (trainable ceiling ``mu``), BN kept for fast training.
+* ``whiten = true`` (any form): the stem's 3x3 filters are set from the training images before
+  training, airbench's patch whitening: the top ``w0 / 2`` eigenvectors of the covariance of the
+  images' 3x3 patches, each scaled by ``1 / sqrt(eigenvalue + whiten_eps)`` and used with both
+  signs, so the clipped ReLU or neuron after it passes each whitened direction once. The filters
+  are then frozen in the DNN and the direct SNN (the BN after them still learns); the converted
+  SNN receives them folded with that BN, as ordinary trainable weights. The engine calls
+  :meth:`CifarFast.init_from_data` (see :func:`fewstep.train.engine.initialise_from_data`).
 * ``cifar_fast_converted`` (its SNN): the same layers with each BN folded into the conv before it
   (the BN slots hold ``nn.Identity`` so parameter names line up) and every clipped ReLU a
   :class:`~fewstep.models.dnn.ConvertedIF`. :func:`fold_batchnorm` does the folding;
@@ -26,6 +33,7 @@ All three are :class:`~fewstep.models.base.SpikingModel` subclasses returning ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import math
 from typing import cast
 
 import torch
@@ -39,9 +47,55 @@ from .dnn import DEFAULT_SURROGATE_GAIN, ClippedReLU, _activation
 from .registry import register_model
 from .vgg import check_head_options, scale_channels
 
-__all__ = ["CifarFast", "cifar_fast_layers", "fold_batchnorm"]
+__all__ = ["CifarFast", "cifar_fast_layers", "fold_batchnorm", "whitening_filters"]
 
 DEFAULT_WIDTHS = (32, 64, 128, 256)
+DEFAULT_WHITEN_EPS = 5e-4  # airbench's, for inputs normalised per channel
+
+
+@torch.no_grad()
+def whitening_filters(images: torch.Tensor, out_channels: int, kernel_size: int = 3,
+                      eps: float = DEFAULT_WHITEN_EPS, chunk: int = 512) -> torch.Tensor:
+    r"""Patch-whitening filters ``[out_channels, C, k, k]`` from ``images`` ``[N, C, H, W]``.
+
+    With :math:`\Sigma = \frac{1}{P}\sum_p x_p x_p^\top` the second moment of all :math:`k \times k`
+    patches :math:`x_p` and :math:`\Sigma = \sum_i \lambda_i e_i e_i^\top` its eigendecomposition
+    (:math:`\lambda_1 \ge \lambda_2 \ge \dots`), the filters are
+
+    .. math::
+
+        w_i = \frac{e_i}{\sqrt{\lambda_i + \epsilon}}, \qquad
+        W = [w_1, \dots, w_m, -w_1, \dots, -w_m], \qquad m = \text{out\_channels} / 2,
+
+    so a convolution with them maps patches to unit-variance, decorrelated responses along the
+    ``m`` leading directions (airbench's stem); both signs survive a rectifier. The moment is
+    accumulated in float64 over chunks of ``chunk`` images; the eigenvector signs are made
+    deterministic (largest-magnitude entry positive)."""
+    if images.ndim != 4:
+        raise ValueError(f"whitening_filters needs images [N, C, H, W], got shape {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    dim = c * kernel_size * kernel_size
+    if out_channels % 2 or not 2 <= out_channels <= 2 * dim:
+        raise ValueError(f"whitening needs an even stem width between 2 and {2 * dim} (two signs of at most "
+                         f"{dim} directions of {c}x{kernel_size}x{kernel_size} patches), got {out_channels}")
+    if n == 0 or h < kernel_size or w < kernel_size:
+        raise ValueError(f"whitening needs at least one image of at least {kernel_size}x{kernel_size}, "
+                         f"got shape {tuple(images.shape)}")
+    moment = torch.zeros(dim, dim, dtype=torch.float64)
+    count = 0
+    for start in range(0, n, chunk):
+        x = images[start : start + chunk].detach().to("cpu", torch.float64)
+        patches = torch.nn.functional.unfold(x, kernel_size).transpose(1, 2).reshape(-1, dim)  # [P, C*k*k]
+        moment += patches.T @ patches
+        count += patches.shape[0]
+    eigenvalues, eigenvectors = torch.linalg.eigh(moment / count)  # ascending
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1).T  # rows: e_1, e_2, ...
+    m = out_channels // 2
+    top = eigenvectors[:m]
+    signs = torch.sign(top.gather(1, top.abs().argmax(1, keepdim=True)))
+    filters = top * signs / torch.sqrt(eigenvalues[:m].clamp_min(0) + eps)[:, None]
+    filters = torch.cat([filters, -filters]).view(out_channels, c, kernel_size, kernel_size)
+    return filters.to(images.dtype if images.is_floating_point() else torch.float32)
 
 
 def cifar_fast_layers(input_shape: tuple[int, ...], num_classes: int, act: Callable[[], nn.Module], *,
@@ -83,11 +137,34 @@ class CifarFast(SpikingModel):
     ``converted``."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, timesteps: int, kind: str,
-                 act: Callable[[], nn.Module], **options) -> None:
+                 act: Callable[[], nn.Module], *, whiten: bool = False, whiten_eps: float = DEFAULT_WHITEN_EPS,
+                 **options) -> None:
         super().__init__(input_shape, num_classes, timesteps)
         self.kind = kind
         self.spiking = kind != "dnn"  # what fewstep.convert and the energy count read
         self.stem, self.body = cifar_fast_layers(input_shape, num_classes, act, bn=kind != "converted", **options)
+        if not isinstance(whiten, bool):
+            raise ConfigError("model.options.whiten", f"must be true or false, got {whiten!r}")
+        if not (isinstance(whiten_eps, (int, float)) and math.isfinite(whiten_eps) and whiten_eps > 0):
+            raise ConfigError("model.options.whiten_eps", f"must be a finite number > 0, got {whiten_eps!r}")
+        self.whiten, self.whiten_eps = whiten, float(whiten_eps)
+        stem_conv = cast(nn.Conv2d, self.stem[0])
+        if whiten:
+            dim = stem_conv.in_channels * 9
+            if stem_conv.out_channels % 2 or stem_conv.out_channels > 2 * dim:
+                raise ConfigError("model.options.widths", f"whiten = true needs an even stem width (widths[0]) of at "
+                                                          f"most {2 * dim}, got {stem_conv.out_channels}")
+            if kind != "converted":  # frozen, as in airbench; the converted SNN gets them folded with BN
+                stem_conv.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the stem's filters to the patch whitening of ``images`` (normalised training images,
+        ``[N, C, H, W]``) when the model was built with ``whiten = true``; otherwise nothing."""
+        if not self.whiten or self.kind == "converted":
+            return
+        conv = cast(nn.Conv2d, self.stem[0])
+        conv.weight.copy_(whitening_filters(images, conv.out_channels, conv.kernel_size[0], self.whiten_eps))
 
 
 @torch.no_grad()
@@ -124,25 +201,27 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
-    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init"} - extra
+    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init", "whiten", "whiten_eps"} - extra
     if unknown:
-        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout (mu_init for "
-                                           f"the DNN and its SNN, surrogate_gain for the converted SNN); "
-                                           f"got {sorted(unknown)}")
+        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout, whiten, whiten_eps "
+                                           f"(mu_init for the DNN and its SNN, surrogate_gain for the converted "
+                                           f"SNN); got {sorted(unknown)}")
     return {k: v for k, v in kw.items() if k not in ("mu_init", *extra)}
 
 
 @register_model("cifar_fast")
 def cifar_fast(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron: NeuronSpec,
                **kw) -> CifarFast:
-    """The directly trained SNN. Options: ``widths`` (four channel counts), ``width_mult``, ``dropout``."""
+    """The directly trained SNN. Options: ``widths`` (four channel counts), ``width_mult``, ``dropout``,
+    ``whiten`` (patch-whitening stem), ``whiten_eps``."""
     return CifarFast(input_shape, num_classes, timesteps, "snn", neuron.build, **_opts(kw))
 
 
 @register_model("cifar_fast_dnn")
 def cifar_fast_dnn(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                    **kw) -> CifarFast:
-    """The DNN for conversion (clipped ReLUs, BN). Options: ``widths``, ``width_mult``, ``dropout``, ``mu_init``."""
+    """The DNN for conversion (clipped ReLUs, BN). Options: ``widths``, ``width_mult``, ``dropout``, ``mu_init``,
+    ``whiten``, ``whiten_eps``."""
     mu = float(kw.get("mu_init", 4.0))
     if not mu > 0:
         raise ConfigError("model.options.mu_init", f"must be > 0, got {mu}")

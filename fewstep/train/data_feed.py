@@ -95,6 +95,10 @@ class DeviceFeed:
             x = (x - self.mean) / self.std
         return x
 
+    def prepare_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored samples as the network sees them at evaluation: float, normalised, no augmentation."""
+        return self._prepare(x.to(self.device), None)
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices(epoch).to(self.device)
         g = epoch_generator(self.seed + 1 + self.rank, epoch, self.device) if self.train else None

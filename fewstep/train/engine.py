@@ -411,8 +411,11 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
     with progress_bars(progress and ctx.is_main):  # event emulation draws a bar too; --no-progress stills it
         splits = prepare_data(recipe, data_root)
     model = make_model(recipe, splits)
+    train_feed = make_train_feed(recipe, splits, data_root, ctx)
     if t.init_checkpoint:
         load_initial_weights(recipe, model)
+    else:
+        initialise_from_data(model, train_feed)
     model = model.to(ctx.device)
     if t.channels_last and ctx.device.type == "cuda":
         # Module.to takes memory_format at runtime, but torch's stubs for its overloads omit it
@@ -420,12 +423,27 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
     optimizer = make_optimizer(recipe, model)
     loss_fn = make_loss(recipe, model)
     rank, world = ctx.rank, ctx.world
-    train_feed = make_train_feed(recipe, splits, data_root, ctx)
     test_feed = DeviceFeed(splits.test, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
     val_feed = (DeviceFeed(splits.val, d.eval_batch_size, ctx.device, train=False, rank=rank, world=world)
                 if splits.val is not None else None)
     return TrainingRun(recipe, out, ctx, splits, model, optimizer, loss_fn, train_feed, test_feed, val_feed,
                        train_feed.num_batches())
+
+
+DATA_INIT_SAMPLES = 5000
+
+
+def initialise_from_data(model: nn.Module, feed: DeviceFeed, samples: int = DATA_INIT_SAMPLES) -> None:
+    """Data-dependent initialisation: a model with an ``init_from_data(images)`` method (e.g. the
+    whitening stem of ``cifar_fast``) gets the first ``samples`` training images as the network
+    sees them (normalised, not augmented; the stored order, so every rank and every rerun gets the
+    same ones). Static images only; runs before any checkpoint is loaded, so ``--resume`` and
+    ``train.init_checkpoint`` weights override it."""
+    init = getattr(model, "init_from_data", None)
+    if not callable(init) or feed.ds.is_sequence or len(feed.labels) == 0:
+        return
+    with torch.no_grad():
+        init(feed.prepare_eval(feed.inputs[:samples]).cpu())
 
 
 def make_train_feed(recipe: Recipe, splits: DatasetSplits, data_root: str | Path | None, ctx: RunContext) -> DeviceFeed:
