@@ -172,6 +172,16 @@ def _device(args) -> Any:
     return torch.device("cpu" if args.dry_run else "cuda")
 
 
+def _skip_without_cuda(sec: Section, args) -> bool:
+    """True (the section marked skipped) when there is no CUDA device and this is no dry run."""
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        sec.finish(STATUS_SKIPPED, "no CUDA device")
+        return True
+    return False
+
+
 def _sync(dev) -> None:
     import torch
 
@@ -549,8 +559,7 @@ def section_correctness(sec: Section, args) -> str:
 
     from fewstep.kernels import load_triton
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     if not load_triton():
         from fewstep import kernels
@@ -696,8 +705,7 @@ def neuron_impls(kind: str, dev, use_compile: bool) -> dict[str, Callable | str]
 def section_neurons(sec: Section, args) -> str:
     import torch
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     T = 4
@@ -796,8 +804,7 @@ def section_training(sec: Section, args) -> str:
     from fewstep.models import build_model
     from fewstep.neurons import NeuronSpec
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     T, B = 4, (2 if args.dry_run else 128)
@@ -914,8 +921,7 @@ def section_stc(sec: Section, args) -> str:
 
     from fewstep.events.stc import pack_events, stc_batch
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     rng = np.random.default_rng(0)
@@ -963,14 +969,12 @@ class _EpochTimes:
 
 
 def section_accuracy(sec: Section, args) -> str:
-    import torch
     from gpu_suite_data import synthetic_pack, unpack
 
     from fewstep.config import load_recipe
     from fewstep.train import train
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     work = Path(tempfile.mkdtemp(prefix="fewstep_gpu_acc_"))
     pack = Path(args.data)
