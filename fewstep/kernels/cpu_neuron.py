@@ -40,15 +40,15 @@ from pathlib import Path
 import torch
 
 from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import SURROGATES, Surrogate
+from ..neurons.surrogate import Surrogate
 from .cpu_build import CpuLibrary
+from .neuron_host import SURROGATE_ID, NeuronConfig, param_grads, step_output
 
 __all__ = ["available", "build_error", "cpu_multistep", "dispatch_kernel", "library_path", "supports"]
 
 SOURCE = Path(__file__).with_name("cpu_neuron.cpp")
 _ABI = 2
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-_SURROGATE_ID = {name: i for i, name in enumerate(SURROGATES)}  # rectangle, triangle, sigmoid, arctan
 _MAX_K = 32
 #: Below this many elements (T x N) one thread does the work: waking the pool costs more.
 _PARALLEL_MIN = 1 << 15
@@ -103,20 +103,10 @@ def _warn_unavailable() -> None:
 
 
 @dataclass(frozen=True)
-class _Config:
-    T: int
-    N: int
-    K: int
-    hard: bool
-    v_reset: float
-    sg: int
-    width: float
-    detach: bool
-    scale: bool
+class _Config(NeuronConfig):
     decay: float
     thr: float
     thr_is_tensor: bool
-    need_membrane: bool
     broadcast: bool  # x is one step [N] repeated over the T steps (see _repeated_step)
     sfx: str  # the element type's library: "f32" or "f64"
 
@@ -167,8 +157,7 @@ class _CpuNeuronFunction(torch.autograd.Function):
                  _threads(cfg))
         if rc != 0:
             raise MemoryError("fewstep CPU neuron kernel: out of memory for the backward scratch")
-        gdecay = pdecay.sum().to(decay_t.dtype).reshape(decay_t.shape) if pdecay is not None else None
-        gthr = pthr.sum().to(thr_t.dtype).reshape(thr_t.shape) if pthr is not None else None
+        gdecay, gthr = param_grads(pdecay, decay_t, pthr, thr_t)
         return (gx if need_x else None), gv0, gdecay, gthr, None
 
 
@@ -199,7 +188,7 @@ def supports(x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = Non
         return "empty input"
     if p.reset not in ("hard", "soft"):
         return f"reset {p.reset!r}"
-    if type(p.surrogate) is not Surrogate or p.surrogate.name not in _SURROGATE_ID:
+    if type(p.surrogate) is not Surrogate or p.surrogate.name not in SURROGATE_ID:
         return "custom surrogate"
     k = p.num_thresholds
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= _MAX_K:
@@ -253,18 +242,14 @@ def cpu_multistep(
     thr, thr_t = _scalar(p.v_threshold)  # type: ignore[misc]
     step = _repeated_step(x_seq)
     cfg = _Config(
-        T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(p.surrogate.width), detach=bool(p.detach_reset),
-        scale=bool(p.scale_output), decay=decay, thr=thr, thr_is_tensor=thr_t is not None,
-        need_membrane=bool(need_membrane), broadcast=step is not None, sfx=sfx,
+        **NeuronConfig.fields(p, T, N, need_membrane),
+        decay=decay, thr=thr, thr_is_tensor=thr_t is not None, broadcast=step is not None, sfx=sfx,
     )
     # one step [N] for a repeated step, else [T, N] (a copy only for non-contiguous input)
     x2 = step.view(N) if step is not None else x_seq.contiguous().view(T, N)
     v02 = v0.contiguous().view(N) if v0 is not None else None
     spikes, v_T, membrane = _CpuNeuronFunction.apply(x2, v02, decay_t, thr_t, cfg)
-    return StepOutput(
-        spikes.view(shape), membrane.view(shape) if membrane is not None else None, v_T.view(shape[1:])
-    )
+    return step_output(spikes, v_T, membrane, shape)
 
 
 def _enabled() -> bool:

@@ -58,14 +58,14 @@ import triton
 import triton.language as tl
 
 from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import SURROGATES, Surrogate
+from ..neurons.surrogate import Surrogate
+from .neuron_host import SURROGATE_ID, NeuronConfig, param_grads, step_output
 
 __all__ = ["INTERPRET", "MAX_RECOMPUTE_T", "supports", "triton_multistep"]
 
 #: Up to this many time steps the backward pass recomputes ``h`` from ``x`` (see module doc).
 MAX_RECOMPUTE_T = 8
 
-_SURROGATE_ID = {name: i for i, name in enumerate(SURROGATES)}  # rectangle, triangle, sigmoid, arctan
 _IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _BLOCK_FWD = 1024  # 4 warps x 32 threads x 8 elements: 128-bit accesses for fp32 and bf16
 _BLOCK_BWD = 512  # fewer elements per thread: the unrolled backward holds T membranes each
@@ -383,19 +383,9 @@ INTERPRET = type(_neuron_fwd_kernel).__name__ == "InterpretedFunction"
 
 
 @dataclass(frozen=True)
-class _Config:
-    T: int
-    N: int
-    K: int
-    hard: bool
-    v_reset: float
-    sg: int
-    width: float
-    detach: bool
-    scale: bool
+class _Config(NeuronConfig):
     decay_val: float
     thr_val: float
-    need_membrane: bool
     save_h: bool  # T > MAX_RECOMPUTE_T and a backward pass may follow
 
 
@@ -422,7 +412,7 @@ def supports(x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = Non
         return "more than 2^31 neurons per time step"
     if p.reset not in ("hard", "soft"):
         return f"reset {p.reset!r}"
-    if type(p.surrogate) is not Surrogate or p.surrogate.name not in _SURROGATE_ID:
+    if type(p.surrogate) is not Surrogate or p.surrogate.name not in SURROGATE_ID:
         return "custom surrogate"
     if not isinstance(p.num_thresholds, int) or isinstance(p.num_thresholds, bool) or not 1 <= p.num_thresholds <= 32:
         return f"num_thresholds {p.num_thresholds!r}"
@@ -519,8 +509,7 @@ class _TritonNeuronFunction(torch.autograd.Function):
                 DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None,
                 BLOCK=block, **_launch_opts(),
             )
-        gdecay = pdecay.sum().to(decay_t.dtype).reshape(decay_t.shape) if pdecay is not None else None
-        gthr = pthr.sum().to(thr_t.dtype).reshape(thr_t.shape) if pthr is not None else None
+        gdecay, gthr = param_grads(pdecay, decay_t, pthr, thr_t)
         return (gx if need_x else None), gv0, gdecay, gthr, None
 
 
@@ -548,16 +537,11 @@ def triton_multistep(
         t is not None and t.requires_grad for t in (x_seq, v0, decay_t, thr_t)
     )
     cfg = _Config(
-        T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(p.surrogate.width),
-        detach=bool(p.detach_reset), scale=bool(p.scale_output),
-        decay_val=decay_val, thr_val=thr_val, need_membrane=bool(need_membrane),
-        save_h=grad_possible and T > MAX_RECOMPUTE_T,
+        **NeuronConfig.fields(p, T, N, need_membrane),
+        decay_val=decay_val, thr_val=thr_val, save_h=grad_possible and T > MAX_RECOMPUTE_T,
     )
     spikes, v_T, membrane = _TritonNeuronFunction.apply(x2, v02, decay_t, thr_t, cfg)
-    return StepOutput(
-        spikes.view(shape), membrane.view(shape) if membrane is not None else None, v_T.view(shape[1:])
-    )
+    return step_output(spikes, v_T, membrane, shape)
 
 
 def _enabled_for(x_seq: torch.Tensor) -> bool:
