@@ -42,7 +42,7 @@ import torch
 from ..neurons.functional import NeuronParams, StepOutput
 from ..neurons.surrogate import Surrogate
 from .cpu_build import CpuLibrary
-from .neuron_host import SURROGATE_ID, NeuronConfig, param_grads, step_output
+from .neuron_host import SURROGATE_ID, BackwardCall, NeuronConfig, fused_neuron_function, step_output
 
 __all__ = ["available", "build_error", "cpu_multistep", "dispatch_kernel", "library_path", "supports"]
 
@@ -119,46 +119,39 @@ def _threads(cfg: _Config) -> int:
     return torch.get_num_threads() if (_LIB.threaded(cfg.sfx) and cfg.T * cfg.N >= _PARALLEL_MIN) else 1
 
 
-class _CpuNeuronFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):
-        lib = _LIB.loaded(cfg.sfx)
-        spikes = torch.empty((cfg.T, cfg.N), dtype=x.dtype)
-        v_T = torch.empty(cfg.N, dtype=x.dtype)
-        membrane = torch.empty((cfg.T, cfg.N), dtype=x.dtype) if cfg.need_membrane else None
-        fwd = getattr(lib, f"fewstep_neuron_fwd_{_DTYPES[x.dtype]}")
-        fwd(x.data_ptr(), spikes.data_ptr(), _ptr(membrane), _ptr(v0), v_T.data_ptr(), cfg.T, cfg.N, cfg.K,
-            int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr, int(cfg.thr_is_tensor), int(cfg.scale),
-            int(cfg.broadcast), _threads(cfg))
-        ctx.cfg = cfg
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, v0, decay_t, thr_t)
-        return spikes, v_T, membrane
+def _forward(x, v0, decay_t, thr_t, cfg: _Config):
+    lib = _LIB.loaded(cfg.sfx)
+    spikes = torch.empty((cfg.T, cfg.N), dtype=x.dtype)
+    v_T = torch.empty(cfg.N, dtype=x.dtype)
+    membrane = torch.empty((cfg.T, cfg.N), dtype=x.dtype) if cfg.need_membrane else None
+    fwd = getattr(lib, f"fewstep_neuron_fwd_{_DTYPES[x.dtype]}")
+    fwd(x.data_ptr(), spikes.data_ptr(), _ptr(membrane), _ptr(v0), v_T.data_ptr(), cfg.T, cfg.N, cfg.K,
+        int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr, int(cfg.thr_is_tensor), int(cfg.scale),
+        int(cfg.broadcast), _threads(cfg))
+    return spikes, v_T, membrane, x
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, g_membrane):
-        cfg: _Config = ctx.cfg
-        x, v0, decay_t, thr_t = ctx.saved_tensors
-        need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]
-        if g_spikes is None and g_v is None and g_membrane is None:
-            return None, None, None, None, None
-        lib = _LIB.loaded(cfg.sfx)
-        nblocks = -(-cfg.N // lib.fewstep_cpu_neuron_block())
-        gx = torch.empty_like(x)
-        gv0 = torch.empty_like(v0) if (need_v0 and v0 is not None) else None
-        pdecay = torch.empty(nblocks, dtype=torch.float64) if need_decay else None
-        pthr = torch.empty(nblocks, dtype=torch.float64) if need_thr else None
-        gs, gv, gm = (None if g is None else g.to(x.dtype).contiguous() for g in (g_spikes, g_v, g_membrane))
-        bwd = getattr(lib, f"fewstep_neuron_bwd_{_DTYPES[x.dtype]}")
-        rc = bwd(x.data_ptr(), _ptr(v0), _ptr(gs), _ptr(gm), _ptr(gv), gx.data_ptr(), _ptr(gv0), _ptr(pdecay),
-                 _ptr(pthr), cfg.T, cfg.N, cfg.K, int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr,
-                 int(cfg.thr_is_tensor), int(cfg.scale), cfg.sg, cfg.width, int(cfg.detach), int(cfg.broadcast),
-                 _threads(cfg))
-        if rc != 0:
-            raise MemoryError("fewstep CPU neuron kernel: out of memory for the backward scratch")
-        gdecay, gthr = param_grads(pdecay, decay_t, pthr, thr_t)
-        return (gx if need_x else None), gv0, gdecay, gthr, None
+
+def _backward(c: BackwardCall):
+    cfg: _Config = c.cfg
+    x, v0 = c.saved, c.v0
+    lib = _LIB.loaded(cfg.sfx)
+    nblocks = -(-cfg.N // lib.fewstep_cpu_neuron_block())
+    gx = torch.empty_like(x)
+    gv0 = torch.empty_like(v0) if (c.need_v0 and v0 is not None) else None
+    pdecay = torch.empty(nblocks, dtype=torch.float64) if c.need_decay else None
+    pthr = torch.empty(nblocks, dtype=torch.float64) if c.need_thr else None
+    gs, gv, gm = (None if g is None else g.to(x.dtype).contiguous() for g in (c.g_spikes, c.g_v, c.g_membrane))
+    bwd = getattr(lib, f"fewstep_neuron_bwd_{_DTYPES[x.dtype]}")
+    rc = bwd(x.data_ptr(), _ptr(v0), _ptr(gs), _ptr(gm), _ptr(gv), gx.data_ptr(), _ptr(gv0), _ptr(pdecay),
+             _ptr(pthr), cfg.T, cfg.N, cfg.K, int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr,
+             int(cfg.thr_is_tensor), int(cfg.scale), cfg.sg, cfg.width, int(cfg.detach), int(cfg.broadcast),
+             _threads(cfg))
+    if rc != 0:
+        raise MemoryError("fewstep CPU neuron kernel: out of memory for the backward scratch")
+    return gx, gv0, pdecay, pthr
+
+
+_CpuNeuronFunction = fused_neuron_function("_CpuNeuronFunction", _forward, _backward)
 
 
 # ------------------------------------------------------------------------------------- entries

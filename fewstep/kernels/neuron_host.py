@@ -4,8 +4,9 @@ reduction of per-block parameter gradients, and the reshaping of their ``[T, N]`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,6 +38,64 @@ class NeuronConfig:
         return dict(T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
                     sg=SURROGATE_ID[p.surrogate.name], width=float(p.surrogate.width), detach=bool(p.detach_reset),
                     scale=bool(p.scale_output), need_membrane=bool(need_membrane))
+
+
+class BackwardCall(NamedTuple):
+    """What a kernel's backward launch gets (see :func:`fused_neuron_function`)."""
+
+    cfg: Any  # the kernel's config (a NeuronConfig)
+    saved: torch.Tensor  # what its forward launch chose to save: the input x, or the membranes
+    v0: torch.Tensor | None
+    decay_t: torch.Tensor | None  # the decay / threshold when they are tensors
+    thr_t: torch.Tensor | None
+    x_dtype: torch.dtype  # the input's dtype (that of dL/dx)
+    g_spikes: torch.Tensor | None  # the incoming gradients (None: no gradient flows there)
+    g_v: torch.Tensor | None
+    g_membrane: torch.Tensor | None
+    need_v0: bool
+    need_decay: bool
+    need_thr: bool
+
+
+#: ``(x, v0, decay_t, thr_t, cfg) -> (spikes, v_T, membrane or None, tensor saved for backward)``
+KernelForward = Callable[..., tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor]]
+#: ``BackwardCall -> (dL/dx, dL/dv0 or None, decay partial sums or None, threshold partial sums or None)``
+KernelBackward = Callable[[BackwardCall], tuple[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None",
+                                                "torch.Tensor | None"]]
+
+
+def fused_neuron_function(name: str, run_forward: KernelForward,
+                          run_backward: KernelBackward) -> type[torch.autograd.Function]:
+    """The autograd function ``name`` (``apply(x, v0, decay_t, thr_t, cfg) -> (spikes, v_T,
+    membrane)``) around one kernel's forward and backward launches.
+
+    The part both kernels share lives here: what is saved for backward, no materialised zero
+    gradients, no gradient at all when none arrives, the parameter gradients reduced from the
+    kernel's per-block partial sums (:func:`param_grads`); not twice differentiable."""
+
+    def forward(ctx: Any, x: torch.Tensor, v0: torch.Tensor | None, decay_t: torch.Tensor | None,
+                thr_t: torch.Tensor | None, cfg: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        spikes, v_T, membrane, saved = run_forward(x, v0, decay_t, thr_t, cfg)
+        ctx.cfg = cfg
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(saved, v0, decay_t, thr_t)
+        ctx.x_dtype = x.dtype
+        return spikes, v_T, membrane
+
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_spikes: torch.Tensor | None, g_v: torch.Tensor | None,
+                 g_membrane: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        cfg = ctx.cfg
+        saved, v0, decay_t, thr_t = ctx.saved_tensors
+        need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]
+        if g_spikes is None and g_v is None and g_membrane is None:
+            return None, None, None, None, None
+        gx, gv0, pdecay, pthr = run_backward(BackwardCall(cfg, saved, v0, decay_t, thr_t, ctx.x_dtype, g_spikes, g_v,
+                                                          g_membrane, need_v0, need_decay, need_thr))
+        gdecay, gthr = param_grads(pdecay, decay_t, pthr, thr_t)
+        return (gx if need_x else None), gv0, gdecay, gthr, None
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 def param_grads(pdecay: torch.Tensor | None, decay_t: torch.Tensor | None, pthr: torch.Tensor | None,
