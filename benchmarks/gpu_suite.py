@@ -1158,6 +1158,18 @@ def _f(v: Any, fmt: str = ".3g") -> str:
     return format(v, fmt)
 
 
+def _md_rows(rows: list[dict[str, Any]], lead: Callable[[dict[str, Any]], list[Any]],
+             measured: Callable[[dict[str, Any]], list[Any]], columns: int) -> list[str]:
+    """A markdown table row per result row: its ``lead`` cells, then its ``columns`` ``measured``
+    cells, or, for a row that has a ``note`` (skipped or failed), a dash in each of those columns
+    but the last, which holds the note."""
+    lines = []
+    for r in rows:
+        cells = [*lead(r), *(["-"] * (columns - 1) + [r["note"]] if "note" in r else measured(r))]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
 def render_md(result: dict[str, Any]) -> str:
     meta = result["meta"]
     secs = result["sections"]
@@ -1205,13 +1217,9 @@ def render_md(result: dict[str, Any]) -> str:
                   f"repetitions; copy bandwidth {i['copy_gbs']:.0f} GB/s; floor: {i['floor']}.", "",
                   "| neuron | dtype | system | fwd ms | fwd % floor | fwd+bwd ms | fwd+bwd % floor | time / fewstep |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in n["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['neuron']} | {r['dtype']} | {r['system']} | - | - | - | - | {r['note']} |")
-            else:
-                lines.append(f"| {r['neuron']} | {r['dtype']} | {r['system']} | {r['fwd_ms']:.3f} | "
-                             f"{r['fwd_pct_floor']:.0f} % | {r['fwd_bwd_ms']:.3f} | {r['fwd_bwd_pct_floor']:.0f} % | "
-                             f"{_f(r.get('vs_fewstep'), '.2f')} |")
+        lines += _md_rows(n["rows"], lambda r: [r["neuron"], r["dtype"], r["system"]], lambda r: [
+            f"{r['fwd_ms']:.3f}", f"{r['fwd_pct_floor']:.0f} %", f"{r['fwd_bwd_ms']:.3f}",
+            f"{r['fwd_bwd_pct_floor']:.0f} %", _f(r.get("vs_fewstep"), ".2f")], 5)
     t = secs.get("training", {})
     if t.get("rows"):
         i = t["info"]
@@ -1221,24 +1229,15 @@ def render_md(result: dict[str, Any]) -> str:
                   "(% GEMM: 3 x MACs x 2 FLOP per image against tf32 for fp32 rows, bf16 for bf16 rows).", "",
                   "| precision | system | layout | img/s | step ms | % GEMM | peak step MiB | time / fewstep's best |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in t["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['precision']} | {r['system']} | {r.get('layout', '-')} | - | - | - | - | "
-                             f"{r['note']} |")
-            else:
-                lines.append(f"| {r['precision']} | {r['system']} | {r['layout']} | {r['img_s']:.0f} | "
-                             f"{r['step_ms']:.2f} | {r['pct_gemm']:.1f} % | {_f(r.get('peak_step_mib'), '.0f')} | "
-                             f"{_f(r.get('vs_fewstep_best'), '.2f')} |")
+        lines += _md_rows(t["rows"], lambda r: [r["precision"], r["system"], r.get("layout", "-")], lambda r: [
+            f"{r['img_s']:.0f}", f"{r['step_ms']:.2f}", f"{r['pct_gemm']:.1f} %", _f(r.get("peak_step_mib"), ".0f"),
+            _f(r.get("vs_fewstep_best"), ".2f")], 5)
     s = secs.get("stc", {})
     if s.get("rows"):
         lines += ["", "## STC (stc_batch, T = 4)", "", "| case | streams | events | device | ms | events/s | equals CPU |",
                   "|---|---|---|---|---|---|---|"]
-        for r in s["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['case']} | {r['streams']} | {r['events']:,} | {r['device']} | - | - | {r['note']} |")
-            else:
-                lines.append(f"| {r['case']} | {r['streams']} | {r['events']:,} | {r['device']} | {r['ms']:.2f} | "
-                             f"{r['events_per_s'] / 1e6:.0f} M | {r['matches_cpu']} |")
+        lines += _md_rows(s["rows"], lambda r: [r["case"], r["streams"], f"{r['events']:,}", r["device"]], lambda r: [
+            f"{r['ms']:.2f}", f"{r['events_per_s'] / 1e6:.0f} M", r["matches_cpu"]], 3)
     a = secs.get("accuracy", {})
     if a.get("rows"):
         i, r = a["info"], a["rows"][0]
