@@ -299,89 +299,81 @@ def _neuron_fwd_kernel(
 
 
 @triton.jit
-def _neuron_bwd_recompute_kernel(
-    x_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
+def _neuron_bwd_kernel(
+    in_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
     N, decay_val, thr_val, v_reset, width,
     T: tl.constexpr, K: tl.constexpr, SG: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
     SCALE: tl.constexpr, HAS_V0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GM: tl.constexpr,
     HAS_GVT: tl.constexpr, V0_GRAD: tl.constexpr, DECAY_GRAD: tl.constexpr, THR_GRAD: tl.constexpr,
-    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, BLOCK: tl.constexpr,
+    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, SAVED_H: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Backward for T <= MAX_RECOMPUTE_T: recompute h_1..h_T from x into registers, then reverse."""
+    """Backward pass, one of two ways (see the module doc), chosen at compile time by ``SAVED_H``:
+
+    * false (T <= MAX_RECOMPUTE_T): ``in_ptr`` is the input x; h_1..h_T are recomputed from it into
+      registers, then time runs in reverse;
+    * true (T > MAX_RECOMPUTE_T): ``in_ptr`` holds the fp32 membranes saved by the forward pass,
+      read in reverse."""
     pid, offs, mask, lam, thr, v = _block_start(N, v0_ptr, decay_ptr, thr_ptr, decay_val, thr_val, v_reset,
                                                 HAS_V0, HARD, DECAY_FROM_PTR, THR_FROM_PTR, BLOCK)
+    if SAVED_H:
+        v_init = v
+        for j in range(T - 1):
+            in_ptr += N
+            gs_ptr += N
+            gm_ptr += N
+            gx_ptr += N
+        gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
+        h = tl.load(in_ptr + offs, mask=mask, other=0.0)
+        for i in range(T):
+            step = T - 1 - i
+            # h_{t-1} (the next iteration's h); at t = 0 the state before it is v_init.
+            has_prev = (offs * 0 + step) > 0
+            hp = tl.load(in_ptr - N + offs, mask=mask & has_prev, other=0.0)
+            gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
+                                  K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
+            if DECAY_GRAD:
+                _, vp = _fire_reset(hp, thr, v_reset, K, HARD, SCALE)
+                vp = tl.where(has_prev, vp, v_init)
+                gdecay = _add_decay_grad(gdecay, gh, vp, v_reset, HARD)
+            if THR_GRAD:
+                gthr += gth
+            gv = gh * lam
+            h = hp
+            in_ptr -= N
+            gs_ptr -= N
+            gm_ptr -= N
+            gx_ptr -= N
+    else:
+        # Phase 1: forward recurrence (bit-identical to the forward kernel), membranes kept in registers.
+        hs = ()
+        vs = ()  # v_{t-1}, for the decay gradient
+        for t in tl.static_range(T):
+            x = tl.load(in_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            h = _charge(v, x, lam, v_reset, HARD)
+            hs = hs + (h,)
+            if DECAY_GRAD:
+                vs = vs + (v,)
+            _, v = _fire_reset(h, thr, v_reset, K, HARD, SCALE)
+            in_ptr += N
 
-    # Phase 1: forward recurrence (bit-identical to the forward kernel), membranes kept in registers.
-    hs = ()
-    vs = ()  # v_{t-1}, for the decay gradient
-    for t in tl.static_range(T):
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        h = _charge(v, x, lam, v_reset, HARD)
-        hs = hs + (h,)
-        if DECAY_GRAD:
-            vs = vs + (v,)
-        _, v = _fire_reset(h, thr, v_reset, K, HARD, SCALE)
-        x_ptr += N
-
-    # Phase 2: reverse time. Point at step T - 1.
-    for j in tl.static_range(T - 1):
-        gs_ptr += N
-        gm_ptr += N
-        gx_ptr += N
-    gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
-    for i in tl.static_range(T):
-        h = hs[T - 1 - i]
-        gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
-                              K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
-        if DECAY_GRAD:
-            gdecay = _add_decay_grad(gdecay, gh, vs[T - 1 - i], v_reset, HARD)
-        if THR_GRAD:
-            gthr += gth
-        gv = gh * lam
-        gs_ptr -= N
-        gm_ptr -= N
-        gx_ptr -= N
-    _bwd_store(gv0_ptr, pdecay_ptr, pthr_ptr, pid, offs, mask, gv, gdecay, gthr, V0_GRAD, DECAY_GRAD, THR_GRAD)
-
-
-@triton.jit
-def _neuron_bwd_saved_kernel(
-    hs_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
-    N, decay_val, thr_val, v_reset, width,
-    T: tl.constexpr, K: tl.constexpr, SG: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
-    SCALE: tl.constexpr, HAS_V0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GM: tl.constexpr,
-    HAS_GVT: tl.constexpr, V0_GRAD: tl.constexpr, DECAY_GRAD: tl.constexpr, THR_GRAD: tl.constexpr,
-    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """Backward for T > MAX_RECOMPUTE_T: reads the fp32 membranes saved by the forward pass."""
-    pid, offs, mask, lam, thr, v_init = _block_start(N, v0_ptr, decay_ptr, thr_ptr, decay_val, thr_val, v_reset,
-                                                     HAS_V0, HARD, DECAY_FROM_PTR, THR_FROM_PTR, BLOCK)
-    for j in range(T - 1):
-        hs_ptr += N
-        gs_ptr += N
-        gm_ptr += N
-        gx_ptr += N
-    gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
-    h = tl.load(hs_ptr + offs, mask=mask, other=0.0)
-    for i in range(T):
-        step = T - 1 - i
-        # h_{t-1} (the next iteration's h); at t = 0 the state before it is v_init.
-        has_prev = (offs * 0 + step) > 0
-        hp = tl.load(hs_ptr - N + offs, mask=mask & has_prev, other=0.0)
-        gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
-                              K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
-        if DECAY_GRAD:
-            _, vp = _fire_reset(hp, thr, v_reset, K, HARD, SCALE)
-            vp = tl.where(has_prev, vp, v_init)
-            gdecay = _add_decay_grad(gdecay, gh, vp, v_reset, HARD)
-        if THR_GRAD:
-            gthr += gth
-        gv = gh * lam
-        h = hp
-        hs_ptr -= N
-        gs_ptr -= N
-        gm_ptr -= N
-        gx_ptr -= N
+        # Phase 2: reverse time. Point at step T - 1.
+        for j in tl.static_range(T - 1):
+            gs_ptr += N
+            gm_ptr += N
+            gx_ptr += N
+        gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
+        for i in tl.static_range(T):
+            h = hs[T - 1 - i]
+            gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
+                                  K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
+            if DECAY_GRAD:
+                gdecay = _add_decay_grad(gdecay, gh, vs[T - 1 - i], v_reset, HARD)
+            if THR_GRAD:
+                gthr += gth
+            gv = gh * lam
+            gs_ptr -= N
+            gm_ptr -= N
+            gx_ptr -= N
     _bwd_store(gv0_ptr, pdecay_ptr, pthr_ptr, pid, offs, mask, gv, gdecay, gthr, V0_GRAD, DECAY_GRAD, THR_GRAD)
 
 
@@ -493,9 +485,8 @@ def _backward(c: BackwardCall):
     g_spikes = c.g_spikes.contiguous() if c.g_spikes is not None else None
     g_v = c.g_v.contiguous() if c.g_v is not None else None
     g_membrane = c.g_membrane.contiguous() if c.g_membrane is not None else None
-    kernel = _neuron_bwd_saved_kernel if cfg.save_h else _neuron_bwd_recompute_kernel
     with _device_ctx(saved):
-        kernel[grid](
+        _neuron_bwd_kernel[grid](
             saved, v0 if v0 is not None else saved,
             g_spikes if g_spikes is not None else gx,
             g_membrane if g_membrane is not None else gx,
@@ -508,7 +499,7 @@ def _backward(c: BackwardCall):
             HAS_V0=v0 is not None, HAS_GS=g_spikes is not None, HAS_GM=g_membrane is not None,
             HAS_GVT=g_v is not None, V0_GRAD=gv0 is not None,
             DECAY_GRAD=pdecay is not None, THR_GRAD=pthr is not None,
-            DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None,
+            DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None, SAVED_H=cfg.save_h,
             BLOCK=block, **_launch_opts(),
         )
     return gx, gv0, pdecay, pthr
