@@ -1,5 +1,5 @@
 """Helpers the accuracy benchmarks share: statistics over seeds, percent formatting, recipe
-override strings, an append-only log file, and the set-up and write-out of a sweep of runs.
+override strings, an append-only log file, and the set-up, run loop and write-out of a sweep of runs.
 
 The scripts run as ``python benchmarks/<name>.py`` (this folder is then on ``sys.path``) or are
 loaded by file path in the tests; each puts this folder on ``sys.path`` before importing.
@@ -13,9 +13,10 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
@@ -80,6 +81,46 @@ def sweep_logger(out: Path) -> Callable[[str], None]:
             print(msg, file=sys.stderr, flush=True)
 
     return log
+
+
+class Sweep(NamedTuple):
+    """A finished sweep: ``results[group][key][seed]``, the first run's summary (its data fields
+    describe the sweep), when it started, its wall time and the torch threads it ran with."""
+
+    results: dict[str, dict[str, dict[str, dict]]]
+    first: dict[str, Any]
+    started: _dt.datetime
+    wall: float
+    threads: int
+
+
+def run_sweep(args: Any, out: Path, cells: Iterable[tuple[str, str, int, int]],
+              run_cell: Callable[[str, int, int, Callable[[str], None]], dict[str, Any]],
+              done: Callable[[str, str, int, dict[str, Any], dict], None]) -> Sweep:
+    """Run every cell ``(group, key, timesteps, seed)`` in order as ``run_cell(group, timesteps,
+    seed, log)``, filing each summary under ``results[group][key][str(seed)]`` and then calling
+    ``done(group, key, seed, summary, results)``. Sets torch's threads from ``args.threads`` for the
+    sweep (restored after it), creates ``out`` and logs to ``<out>/log.txt`` (:func:`sweep_logger`)."""
+    import torch
+
+    threads_before = set_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    log = sweep_logger(out)
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, dict[str, dict]]] = {}
+    try:
+        for group, key, t, seed in cells:
+            r = run_cell(group, t, seed, log)
+            results.setdefault(group, {}).setdefault(key, {})[str(seed)] = r
+            done(group, key, seed, r, results)
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads_before)
+    wall = time.perf_counter() - t0
+    first = next(iter(next(iter(next(iter(results.values())).values())).values()))
+    return Sweep(results, first, started, wall, threads)
 
 
 def run_meta(script: str, argv: Sequence[str] | None, started: _dt.datetime, wall: float, threads: int,

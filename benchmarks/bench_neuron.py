@@ -239,7 +239,8 @@ def compile_check(quick: bool) -> int:
             if name in consts:
                 sig[name] = "constexpr"
             elif name.endswith("_ptr"):
-                io_ptr = name in ("x_ptr", "s_ptr", "m_ptr", "vT_ptr", "gs_ptr", "gx_ptr", "gm_ptr")
+                io_ptr = (name in ("x_ptr", "s_ptr", "m_ptr", "vT_ptr", "gs_ptr", "gx_ptr", "gm_ptr")
+                          or (name == "in_ptr" and not consts["SAVED_H"]))  # the backward's x (else fp32 h)
                 sig[name] = "*" + (io if io_ptr else "fp32")
                 attrs[(i,)] = aligned
             elif name == "N":
@@ -270,11 +271,11 @@ def compile_check(quick: bool) -> int:
             cases.append(("fwd", tn._neuron_fwd_kernel, io, dict(
                 T=T, K=1, HARD=True, SCALE=False, HAS_V0=False, DECAY_FROM_PTR=False, THR_FROM_PTR=False,
                 STORE_M=False, SAVE_H=T > tn.MAX_RECOMPUTE_T, UNROLL=T <= tn.MAX_RECOMPUTE_T, BLOCK=tn._BLOCK_FWD)))
-            bwd = tn._neuron_bwd_recompute_kernel if T <= tn.MAX_RECOMPUTE_T else tn._neuron_bwd_saved_kernel
-            cases.append(("bwd LIF", bwd, io, dict(bwd_common, T=T, BLOCK=tn._block_bwd(T))))
+            bwd, saved_h = tn._neuron_bwd_kernel, T > tn.MAX_RECOMPUTE_T
+            cases.append(("bwd LIF", bwd, io, dict(bwd_common, T=T, SAVED_H=saved_h, BLOCK=tn._block_bwd(T))))
             if not quick or T == 4:
                 cases.append(("bwd MT-LIF K=4 learnable, all grads", bwd, io, dict(
-                    bwd_common, T=T, BLOCK=tn._block_bwd(T), K=4, SG=2, HARD=False, HAS_V0=True, HAS_GM=True,
+                    bwd_common, T=T, SAVED_H=saved_h, BLOCK=tn._block_bwd(T), K=4, SG=2, HARD=False, HAS_V0=True, HAS_GM=True,
                     HAS_GVT=True, V0_GRAD=True, DECAY_GRAD=True, THR_GRAD=True, DECAY_FROM_PTR=True,
                     THR_FROM_PTR=True)))
     # every option once (all four surrogates, both resets, detach, scale, v0, membrane, learnables)
@@ -287,9 +288,9 @@ def compile_check(quick: bool) -> int:
     all_grads = dict(HAS_V0=True, HAS_GM=True, HAS_GVT=True, V0_GRAD=True, DECAY_GRAD=True, THR_GRAD=True,
                      DECAY_FROM_PTR=True, THR_FROM_PTR=True)
     for sg, hard, T in ((0, True, 2), (3, False, 2), (0, False, 10), (3, True, 10)):
-        bwd = tn._neuron_bwd_recompute_kernel if T <= tn.MAX_RECOMPUTE_T else tn._neuron_bwd_saved_kernel
-        cases.append((f"bwd surrogate {sg} {'hard' if hard else 'soft'} detach scale", bwd, "fp16", dict(
-            bwd_common, **all_grads, T=T, BLOCK=tn._block_bwd(T), K=2, SG=sg, HARD=hard, DETACH=True, SCALE=True)))
+        cases.append((f"bwd surrogate {sg} {'hard' if hard else 'soft'} detach scale", tn._neuron_bwd_kernel, "fp16",
+                      dict(bwd_common, **all_grads, T=T, SAVED_H=T > tn.MAX_RECOMPUTE_T, BLOCK=tn._block_bwd(T), K=2,
+                           SG=sg, HARD=hard, DETACH=True, SCALE=True)))
     try:
         spills = 0
         for label, fn, io, consts in cases:

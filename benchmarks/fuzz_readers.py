@@ -610,10 +610,8 @@ def nmnist_seeds() -> list[Seed]:
 def nmnist_call(path: Path) -> Any:
     from fewstep.events.readers import read_nmnist_bin
 
-    try:
+    with contextlib.suppress(DataFormatError):
         read_nmnist_bin(path)  # N-MNIST: 34x34
-    except DataFormatError:
-        pass
     return read_nmnist_bin(path, sensor_size=None)  # N-Caltech101: size inferred
 
 
@@ -637,10 +635,8 @@ def aedat2_seeds() -> list[Seed]:
 def aedat2_call(path: Path) -> Any:
     from fewstep.events.readers import read_aedat2
 
-    try:
+    with contextlib.suppress(DataFormatError):
         read_aedat2(path, orientation="spikingjelly")
-    except DataFormatError:
-        pass
     return read_aedat2(path)
 
 
@@ -674,10 +670,8 @@ def aedat31_seeds() -> list[Seed]:
 def aedat31_call(path: Path) -> Any:
     from fewstep.events.readers import read_aedat31
 
-    try:
+    with contextlib.suppress(DataFormatError):
         read_aedat31(path, sensor_size=(128, 128))
-    except DataFormatError:
-        pass
     return read_aedat31(path)
 
 
@@ -826,14 +820,10 @@ def aedat4_seeds() -> list[Seed]:
 def aedat4_call(path: Path) -> Any:
     from fewstep.events.readers import read_aedat4, read_aedat4_header
 
-    try:
+    with contextlib.suppress(DataFormatError):
         read_aedat4_header(path)
-    except DataFormatError:
-        pass
-    try:
+    with contextlib.suppress(DataFormatError):
         read_aedat4(path, stream="events")
-    except DataFormatError:
-        pass
     return read_aedat4(path)
 
 
@@ -866,10 +856,8 @@ def prophesee_seeds() -> list[Seed]:
 def prophesee_call(path: Path) -> Any:
     from fewstep.events.readers import read_prophesee_dat
 
-    try:
+    with contextlib.suppress(DataFormatError):
         read_prophesee_dat(path, sensor_size=(120, 100))
-    except DataFormatError:
-        pass
     return read_prophesee_dat(path)
 
 

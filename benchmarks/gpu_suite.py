@@ -172,6 +172,16 @@ def _device(args) -> Any:
     return torch.device("cpu" if args.dry_run else "cuda")
 
 
+def _skip_without_cuda(sec: Section, args) -> bool:
+    """True (the section marked skipped) when there is no CUDA device and this is no dry run."""
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        sec.finish(STATUS_SKIPPED, "no CUDA device")
+        return True
+    return False
+
+
 def _sync(dev) -> None:
     import torch
 
@@ -549,8 +559,7 @@ def section_correctness(sec: Section, args) -> str:
 
     from fewstep.kernels import load_triton
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     if not load_triton():
         from fewstep import kernels
@@ -696,8 +705,7 @@ def neuron_impls(kind: str, dev, use_compile: bool) -> dict[str, Callable | str]
 def section_neurons(sec: Section, args) -> str:
     import torch
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     T = 4
@@ -796,8 +804,7 @@ def section_training(sec: Section, args) -> str:
     from fewstep.models import build_model
     from fewstep.neurons import NeuronSpec
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     T, B = 4, (2 if args.dry_run else 128)
@@ -914,8 +921,7 @@ def section_stc(sec: Section, args) -> str:
 
     from fewstep.events.compression import pack_events, stc_batch
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     dev = _device(args)
     rng = np.random.default_rng(0)
@@ -963,14 +969,12 @@ class _EpochTimes:
 
 
 def section_accuracy(sec: Section, args) -> str:
-    import torch
     from gpu_suite_data import synthetic_pack, unpack
 
     from fewstep.config import load_recipe
     from fewstep.train import train
 
-    if not args.dry_run and not torch.cuda.is_available():
-        sec.finish(STATUS_SKIPPED, "no CUDA device")
+    if _skip_without_cuda(sec, args):
         return STATUS_SKIPPED
     work = Path(tempfile.mkdtemp(prefix="fewstep_gpu_acc_"))
     pack = Path(args.data)
@@ -1154,6 +1158,18 @@ def _f(v: Any, fmt: str = ".3g") -> str:
     return format(v, fmt)
 
 
+def _md_rows(rows: list[dict[str, Any]], lead: Callable[[dict[str, Any]], list[Any]],
+             measured: Callable[[dict[str, Any]], list[Any]], columns: int) -> list[str]:
+    """A markdown table row per result row: its ``lead`` cells, then its ``columns`` ``measured``
+    cells, or, for a row that has a ``note`` (skipped or failed), a dash in each of those columns
+    but the last, which holds the note."""
+    lines = []
+    for r in rows:
+        cells = [*lead(r), *(["-"] * (columns - 1) + [r["note"]] if "note" in r else measured(r))]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
 def render_md(result: dict[str, Any]) -> str:
     meta = result["meta"]
     secs = result["sections"]
@@ -1201,13 +1217,9 @@ def render_md(result: dict[str, Any]) -> str:
                   f"repetitions; copy bandwidth {i['copy_gbs']:.0f} GB/s; floor: {i['floor']}.", "",
                   "| neuron | dtype | system | fwd ms | fwd % floor | fwd+bwd ms | fwd+bwd % floor | time / fewstep |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in n["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['neuron']} | {r['dtype']} | {r['system']} | - | - | - | - | {r['note']} |")
-            else:
-                lines.append(f"| {r['neuron']} | {r['dtype']} | {r['system']} | {r['fwd_ms']:.3f} | "
-                             f"{r['fwd_pct_floor']:.0f} % | {r['fwd_bwd_ms']:.3f} | {r['fwd_bwd_pct_floor']:.0f} % | "
-                             f"{_f(r.get('vs_fewstep'), '.2f')} |")
+        lines += _md_rows(n["rows"], lambda r: [r["neuron"], r["dtype"], r["system"]], lambda r: [
+            f"{r['fwd_ms']:.3f}", f"{r['fwd_pct_floor']:.0f} %", f"{r['fwd_bwd_ms']:.3f}",
+            f"{r['fwd_bwd_pct_floor']:.0f} %", _f(r.get("vs_fewstep"), ".2f")], 5)
     t = secs.get("training", {})
     if t.get("rows"):
         i = t["info"]
@@ -1217,24 +1229,15 @@ def render_md(result: dict[str, Any]) -> str:
                   "(% GEMM: 3 x MACs x 2 FLOP per image against tf32 for fp32 rows, bf16 for bf16 rows).", "",
                   "| precision | system | layout | img/s | step ms | % GEMM | peak step MiB | time / fewstep's best |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in t["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['precision']} | {r['system']} | {r.get('layout', '-')} | - | - | - | - | "
-                             f"{r['note']} |")
-            else:
-                lines.append(f"| {r['precision']} | {r['system']} | {r['layout']} | {r['img_s']:.0f} | "
-                             f"{r['step_ms']:.2f} | {r['pct_gemm']:.1f} % | {_f(r.get('peak_step_mib'), '.0f')} | "
-                             f"{_f(r.get('vs_fewstep_best'), '.2f')} |")
+        lines += _md_rows(t["rows"], lambda r: [r["precision"], r["system"], r.get("layout", "-")], lambda r: [
+            f"{r['img_s']:.0f}", f"{r['step_ms']:.2f}", f"{r['pct_gemm']:.1f} %", _f(r.get("peak_step_mib"), ".0f"),
+            _f(r.get("vs_fewstep_best"), ".2f")], 5)
     s = secs.get("stc", {})
     if s.get("rows"):
         lines += ["", "## STC (stc_batch, T = 4)", "", "| case | streams | events | device | ms | events/s | equals CPU |",
                   "|---|---|---|---|---|---|---|"]
-        for r in s["rows"]:
-            if "note" in r:
-                lines.append(f"| {r['case']} | {r['streams']} | {r['events']:,} | {r['device']} | - | - | {r['note']} |")
-            else:
-                lines.append(f"| {r['case']} | {r['streams']} | {r['events']:,} | {r['device']} | {r['ms']:.2f} | "
-                             f"{r['events_per_s'] / 1e6:.0f} M | {r['matches_cpu']} |")
+        lines += _md_rows(s["rows"], lambda r: [r["case"], r["streams"], f"{r['events']:,}", r["device"]], lambda r: [
+            f"{r['ms']:.2f}", f"{r['events_per_s'] / 1e6:.0f} M", r["matches_cpu"]], 3)
     a = secs.get("accuracy", {})
     if a.get("rows"):
         i, r = a["info"], a["rows"][0]

@@ -52,10 +52,8 @@ test (no real data needed).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,8 +65,7 @@ from bench_common import (
     pct_stat,
     report_fields,
     run_meta,
-    set_threads,
-    sweep_logger,
+    run_sweep,
     toml_str,
     train_recipe,
     write_results,
@@ -287,30 +284,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    import torch
-
-    threads_before = set_threads(args.threads)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache_dir or out / "cache").resolve()
-    log = sweep_logger(out)
 
-    started = _dt.datetime.now(_dt.timezone.utc)
-    t0 = time.perf_counter()
-    results: dict[str, dict[str, dict[str, dict]]] = {}
-    try:
-        for variant in args.variants:
-            for t in args.timesteps:
-                for seed in args.seeds:
-                    r = run_variant(variant, t, seed, args, out, cache_dir, log)
-                    results.setdefault(variant, {}).setdefault(str(t), {})[str(seed)] = r
-                    print(f"[done] {variant} T={t} seed {seed}: accuracy {pct(r['accuracy'], 1)} % "
-                          f"({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
-    finally:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(threads_before)
-    wall = time.perf_counter() - t0
-    first = next(iter(next(iter(next(iter(results.values())).values())).values()))
+    def done(variant: str, t: str, seed: int, r: dict[str, Any], results: dict) -> None:
+        print(f"[done] {variant} T={t} seed {seed}: accuracy {pct(r['accuracy'], 1)} % "
+              f"({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
+
+    cells = [(variant, str(t), t, seed) for variant in args.variants for t in args.timesteps for seed in args.seeds]
+    results, first, started, wall, threads = run_sweep(
+        args, out, cells, lambda variant, t, seed, log: run_variant(variant, t, seed, args, out, cache_dir, log), done)
     meta = run_meta("nmnist_ablation.py", argv, started, wall, threads, args) | {
         "timesteps": list(args.timesteps), "variants": list(args.variants), "epochs": args.epochs,
         "dataset": first["dataset"],

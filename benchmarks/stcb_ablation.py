@@ -55,11 +55,9 @@ far are in ``<out>/results.partial.json`` (removed when the tables are written).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,8 +69,7 @@ from bench_common import (
     pct_stat,
     report_fields,
     run_meta,
-    set_threads,
-    sweep_logger,
+    run_sweep,
     toml_str,
     train_recipe,
     write_results,
@@ -289,35 +286,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    import torch
-
     register_ann_model()
-    threads_before = set_threads(args.threads)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     cache_dir = (out / "cache").resolve()
-    log = sweep_logger(out)
 
-    started = _dt.datetime.now(_dt.timezone.utc)
-    t0 = time.perf_counter()
-    results: dict[str, dict[str, dict[str, dict]]] = {}
-    try:
-        for gradient in args.gradients:
-            for t in ([1] if gradient == "ann" else args.timesteps):
-                t_key = "ANN" if gradient == "ann" else str(t)
-                for seed in args.seeds:
-                    r = run_variant(gradient, t, seed, args, out, cache_dir, log)
-                    results.setdefault(gradient, {}).setdefault(t_key, {})[str(seed)] = r
-                    # finished runs so far, in case the sweep is stopped (rerun with --reuse to go on)
-                    (out / "results.partial.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
-                    print(f"[done] {gradient} T={t_key} seed {seed}: accuracy {pct(r['accuracy'])} %, energy ratio "
-                          f"{r['energy']['ratio'] if r['energy']['ratio'] is None else round(r['energy']['ratio'], 2)}"
-                          f" ({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
-    finally:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(threads_before)
-    wall = time.perf_counter() - t0
-    first = next(iter(next(iter(next(iter(results.values())).values())).values()))
+    def done(gradient: str, t_key: str, seed: int, r: dict[str, Any], results: dict) -> None:
+        # finished runs so far, in case the sweep is stopped (rerun with --reuse to go on)
+        (out / "results.partial.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
+        print(f"[done] {gradient} T={t_key} seed {seed}: accuracy {pct(r['accuracy'])} %, energy ratio "
+              f"{r['energy']['ratio'] if r['energy']['ratio'] is None else round(r['energy']['ratio'], 2)}"
+              f" ({r['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
+
+    cells = [(gradient, "ANN" if gradient == "ann" else str(t), t, seed) for gradient in args.gradients
+             for t in ([1] if gradient == "ann" else args.timesteps) for seed in args.seeds]
+    results, first, started, wall, threads = run_sweep(
+        args, out, cells, lambda gradient, t, seed, log: run_variant(gradient, t, seed, args, out, cache_dir, log),
+        done)
     spec = DATASETS[args.dataset]
     meta = run_meta("stcb_ablation.py", argv, started, wall, threads, args) | {
         "dataset_choice": args.dataset, "dataset": first["dataset"],

@@ -3,12 +3,12 @@ and the ``eval --cutoff`` options."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 
 import pytest
 import torch
+from eval_cli import eval_parser
 
 from fewstep.infer import (
     MarginCalibration,
@@ -337,7 +337,7 @@ def test_eval_cli_options(trained, tmp_path):
 
     from fewstep.config import recipe_from_dict
     from fewstep.evaluate import evaluate_checkpoint
-    from fewstep.infer.cli import register_eval_options, run_cutoff
+    from fewstep.infer.cli import run_cutoff
     from fewstep.train.checkpoint import save_checkpoint
 
     model = trained[0]
@@ -345,12 +345,7 @@ def test_eval_cli_options(trained, tmp_path):
                                "model": {"name": "small_cnn", "timesteps": T,
                                          "options": {"channels": [8, 16], "hidden": 32}}})
     ckpt = save_checkpoint({"recipe": recipe.to_dict(), "model": model.state_dict()}, tmp_path / "last.pt")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("checkpoint")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--out", default=None)
-    register_eval_options(parser)
+    parser = eval_parser()
     args = parser.parse_args([str(ckpt), "--cutoff", "--eps", "0", "0.01", "0.5", "--target-drop", "1",
                               "--no-timing", "--out", str(tmp_path / "ev")])
     assert args.cutoff and args.eps == [0.0, 0.01, 0.5] and args.target_drop == 1.0

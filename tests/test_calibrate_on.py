@@ -4,10 +4,9 @@ reports: ``cutoff_sweep(choose_on=...)``, ``fewstep eval --cutoff --calibrate-on
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
+from eval_cli import eval_parser
 from torch import nn
 
 from fewstep.errors import ConfigError
@@ -90,14 +89,7 @@ def tiny_runs(tmp_path_factory):
 
 
 def _eval_args(checkpoint, out, **kw):
-    from fewstep.infer.cli import register_eval_options
-
-    p = argparse.ArgumentParser()
-    p.add_argument("checkpoint")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--out", default=None)
-    register_eval_options(p)
+    p = eval_parser()
     argv = [str(checkpoint), "--cutoff", "--no-timing", "--out", str(out)]
     for key, value in kw.items():
         argv += [f"--{key.replace('_', '-')}", value]

@@ -12,10 +12,30 @@ import pytest
 import fewstep.events
 from fewstep.augment_spec import EventAugmentSpec
 from fewstep.events import compression
-from fewstep.events.augment import (Augment, DropEvents, JitterTime, Shift, augment_events, drop_events, jitter_time,
-                                    shift_events)
-from fewstep.events.ops import (Crop, Denoise, Downsample, NormaliseTime, SortByTime, TimeWindow, crop_events,
-                                denoise_events, downsample_events, normalise_time, sort_events, time_window)
+from fewstep.events.augment import (
+    Augment,
+    DropEvents,
+    JitterTime,
+    Shift,
+    augment_events,
+    drop_events,
+    jitter_time,
+    shift_events,
+)
+from fewstep.events.ops import (
+    Crop,
+    Denoise,
+    Downsample,
+    NormaliseTime,
+    SortByTime,
+    TimeWindow,
+    crop_events,
+    denoise_events,
+    downsample_events,
+    normalise_time,
+    sort_events,
+    time_window,
+)
 from fewstep.events.types import make_events
 
 SENSOR = (20, 16)

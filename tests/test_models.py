@@ -23,33 +23,18 @@ CIFAR = (3, 32, 32)
 DVS = (2, 48, 48)
 T, B, CLASSES = 2, 2, 5
 
-# Per-model options that make a tiny network (few channels) for CPU tests.
+# Per-model options that make a tiny network (few channels) for CPU tests: a sixteenth of the
+# widths for the VGG / ResNet-style nets, two small convs and a small hidden layer for the CNNs.
 TINY: dict[str, dict] = {
-    "small_cnn": dict(channels=(4, 8), hidden=16),
-    "vgg11": dict(width_mult=1 / 16),
-    "vgg13": dict(width_mult=1 / 16),
-    "vgg16": dict(width_mult=1 / 16),
-    "vggsnn": dict(width_mult=1 / 16),
-    "vgg_bench": dict(width_mult=1 / 16),
-    "resnet18": dict(width_mult=1 / 16),
-    "resnet19": dict(width_mult=1 / 16, hidden=8),
+    **{name: dict(width_mult=1 / 16) for name in (
+        "vgg11", "vgg13", "vgg16", "vggsnn", "vgg_bench", "resnet18",
+        "stcb_vgg11", "stcb_vgg16", "stcb_vggsnn", "stcb_resnet18", "scb_vgg",
+        "vgg11_dnn", "vgg16_dnn", "vgg11_converted", "vgg16_converted",
+        "cifar_fast", "cifar_fast_dnn", "cifar_fast_converted")},
+    **{name: dict(width_mult=1 / 16, hidden=8) for name in ("resnet19", "stcb_resnet19")},
+    **{name: dict(channels=(4, 8), hidden=16) for name in (
+        "small_cnn", "scb_cnn", "small_cnn_dnn", "small_cnn_converted")},
     "stcb_small": dict(width_mult=1 / 8, hidden=8),
-    "stcb_vgg11": dict(width_mult=1 / 16),
-    "stcb_vgg16": dict(width_mult=1 / 16),
-    "stcb_vggsnn": dict(width_mult=1 / 16),
-    "stcb_resnet18": dict(width_mult=1 / 16),
-    "stcb_resnet19": dict(width_mult=1 / 16, hidden=8),
-    "scb_cnn": dict(channels=(4, 8), hidden=16),
-    "scb_vgg": dict(width_mult=1 / 16),
-    "small_cnn_dnn": dict(channels=(4, 8), hidden=16),
-    "small_cnn_converted": dict(channels=(4, 8), hidden=16),
-    "vgg11_dnn": dict(width_mult=1 / 16),
-    "vgg16_dnn": dict(width_mult=1 / 16),
-    "vgg11_converted": dict(width_mult=1 / 16),
-    "vgg16_converted": dict(width_mult=1 / 16),
-    "cifar_fast": dict(width_mult=1 / 16),
-    "cifar_fast_dnn": dict(width_mult=1 / 16),
-    "cifar_fast_converted": dict(width_mult=1 / 16),
 }
 NAMES = sorted(TINY)
 

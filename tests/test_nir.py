@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nir_cases
 import numpy as np
 import pytest
 import torch
@@ -9,31 +10,20 @@ from torch import nn
 
 from fewstep.layers import TimeFold
 from fewstep.models import build_model
-from fewstep.neurons import IF, LIF, MTLIF, PLIF, NeuronSpec, spiking_neurons
+from fewstep.neurons import IF, LIF, MTLIF, PLIF, NeuronSpec
 from fewstep.nir_io import DEFAULT_DT, NIRError, NIRModel, Scale, export_nir, import_nir
 
 nir = pytest.importorskip("nir", reason="NIR tests need the 'nir' package: pip install 'fewstep[nir]'")
 
 
 def mlp(decay: float = 0.5, timesteps: int = 4, neuron=None) -> NIRModel:
-    """Linear -> LIF -> Linear -> LIF, weights scaled so both layers fire often."""
-    torch.manual_seed(0)
-    make = neuron or (lambda: LIF(decay=decay))
-    m = NIRModel(nn.Sequential(nn.Linear(16, 32)), nn.Sequential(make(), TimeFold(nn.Linear(32, 10)), make()),
-                 (16,), 10, timesteps)
-    with torch.no_grad():
-        m.stem[0].weight.mul_(3)
-        m.body[1][0].weight.mul_(4)
-    return m.eval()
+    """Linear -> LIF -> Linear -> LIF (or ``neuron``), weights scaled so both layers fire often."""
+    return nir_cases.mlp(neuron or (lambda: LIF(decay=decay)), timesteps)
 
 
 def run_recorded(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Output, every neuron layer's spikes and membranes (h_t) for input ``x``."""
-    neurons = [n for _, n in spiking_neurons(model)]
-    for n in neurons:
-        n.record = True
-    with torch.no_grad():
-        out = model(x)
+    out, neurons = nir_cases.run_recording(model, x)
     return out, [n.last_spikes for n in neurons], [n.last_membrane for n in neurons]
 
 

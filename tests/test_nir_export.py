@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from benchmark_scripts import load_benchmark
+from nir_cases import mlp, run_recording
 from torch import nn
 
 from fewstep.layers import STCB, ConversionIF, TimeFold
@@ -26,11 +27,7 @@ stimulate = load_benchmark("nir_matrix").stimulate
 
 
 def fewstep_run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    neurons = [n for _, n in spiking_neurons(model)]
-    for n in neurons:
-        n.record = True
-    with torch.no_grad():
-        out = model(x)
+    out, neurons = run_recording(model, x)
     return out, [n.last_spikes for n in neurons]
 
 
@@ -40,16 +37,6 @@ def assert_reference_runs_it_exactly(model: nn.Module, x: torch.Tensor, graph=No
     assert all(float((s != 0).float().mean()) > 0.002 for s in spikes), [float((s != 0).float().mean()) for s in spikes]
     theirs = euler_reference(graph)(x)
     assert torch.equal(theirs, ours)
-
-
-def mlp(neuron, timesteps: int = 4) -> NIRModel:
-    torch.manual_seed(0)
-    m = NIRModel(nn.Sequential(nn.Linear(16, 32)), nn.Sequential(neuron(), TimeFold(nn.Linear(32, 10)), neuron()),
-                 (16,), 10, timesteps)
-    with torch.no_grad():
-        m.stem[0].weight.mul_(3)
-        m.body[1][0].weight.mul_(4)
-    return m.eval()
 
 
 @pytest.mark.parametrize("neuron", [

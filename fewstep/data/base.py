@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..registry import registrar
 
 
 @dataclass
@@ -83,14 +84,7 @@ DATASETS: dict[str, Loader] = {}
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Register ``fn(root: Path, download: bool, **options) -> DatasetSplits`` under ``name``."""
-
-    def deco(fn: Loader) -> Loader:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} registered twice")
-        DATASETS[name] = fn
-        return fn
-
-    return deco
+    return registrar(DATASETS, "dataset", name)
 
 
 def resolve_data_root(root: str | Path | None = None) -> Path:

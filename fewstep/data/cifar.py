@@ -40,9 +40,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DatasetNotFoundError, DownloadError, reading
+from ..errors import DataFormatError, DatasetNotFoundError, reading
 from .base import ArrayDataset, DatasetSplits, register_dataset
-from .download import MIRROR_ENV, download_file
+from .download import extract_archive, fetch_archive
 
 __all__ = ["SPECS", "CifarSpec", "RestrictedUnpickler", "load_cifar", "safe_extract_tar", "safe_unpickle"]
 
@@ -492,24 +492,14 @@ def _ensure_extracted(spec: CifarSpec, root: Path, download: bool, timeout: floa
     if not missing:
         return folder
     archive = root / spec.archive
-    reason = ""
     if folder.exists():
         raise DatasetNotFoundError(
             f"{spec.name}: {folder}/ exists but lacks {', '.join(missing)}. It was not made by fewstep (whose "
             f"extraction is atomic): delete it, or complete it, or put {spec.archive} in {root}/ instead.")
-    if not archive.is_file() and download:
-        try:
-            kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-            download_file([URL_BASE + spec.archive], archive, md5=spec.md5, **kw)
-        except (DownloadError, OSError) as e:
-            reason = f"\nDownloading it failed (set ${MIRROR_ENV} to a base URL serving {spec.archive} to use " \
-                     f"your own mirror):\n{e}"
+    reason = fetch_archive(URL_BASE + spec.archive, archive, spec.md5, download, timeout)
     if archive.is_file():
-        try:
-            return safe_extract_tar(archive, root, spec.folder, spec.required)
-        except PermissionError as e:
-            raise DatasetNotFoundError(f"{spec.name}: cannot extract {archive} into {root}/ ({e}); extract it "
-                                       "yourself or use a writable --data-root") from None
+        return extract_archive(spec.name, archive, root,
+                               lambda: safe_extract_tar(archive, root, spec.folder, spec.required))
     raise DatasetNotFoundError(
         f"{spec.name}: missing {', '.join(spec.folder + '/' + m for m in missing)} under {root}/.\n"
         f"Put the extracted folder {spec.folder}/ or the official archive {spec.archive} "

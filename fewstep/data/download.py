@@ -29,8 +29,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from ..errors import DownloadError
+from ..errors import DatasetNotFoundError, DownloadError
 
 __all__ = ["DEFAULT_TIMEOUT", "MIRROR_ENV", "download_file", "file_digest", "with_env_mirrors"]
 
@@ -170,6 +171,32 @@ def download_file(urls: list[str] | str, dest: str | Path, md5: str | None = Non
         if dest.exists() and _verify(dest, md5, sha256) is None:
             return dest  # another process (e.g. another DDP rank) finished it while we waited
         return _download_locked(urls, dest, md5, sha256, timeout, resume_attempts, progress)
+
+
+def fetch_archive(url: str, archive: Path, md5: str, download: bool, timeout: float | None = None) -> str:
+    """Download a dataset's missing ``archive`` from ``url`` when ``download`` is on.
+
+    Returns ``""``, or why the download failed, worded as the tail of the dataset's "not found"
+    message (it names ``$FEWSTEP_MIRROR``)."""
+    if archive.is_file() or not download:
+        return ""
+    try:
+        kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        download_file([url], archive, md5=md5, **kw)
+    except (DownloadError, OSError) as e:
+        return (f"\nDownloading it failed (set ${MIRROR_ENV} to a base URL serving {archive.name} to use your own "
+                f"mirror):\n{e}")
+    return ""
+
+
+def extract_archive(dataset: str, archive: Path, root: Path, extract: Callable[[], Path]) -> Path:
+    """``extract()`` (which unpacks ``archive`` under ``root`` and returns the folder), with a
+    read-only ``root`` reported as :class:`~fewstep.errors.DatasetNotFoundError`."""
+    try:
+        return extract()
+    except PermissionError as e:
+        raise DatasetNotFoundError(f"{dataset}: cannot extract {archive} into {root}/ ({e}); extract it "
+                                   "yourself or use a writable --data-root") from None
 
 
 @contextlib.contextmanager

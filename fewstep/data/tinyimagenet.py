@@ -34,15 +34,14 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, DatasetNotFoundError, DownloadError
+from ..errors import DataFormatError, DatasetNotFoundError
 from .base import ArrayDataset, DatasetSplits, register_dataset
 from .channel_stats import channel_stats
-from .download import MIRROR_ENV, download_file
+from .download import extract_archive, fetch_archive
 from .imagefolder import decode_images
 from .npz_cache import read_npz_cache, write_npz_cache
 
@@ -112,20 +111,10 @@ def _locate(root: Path, download: bool, timeout: float | None) -> Path:
             f"tinyimagenet: {folder}/ exists but lacks wnids.txt, train/ or val/val_annotations.txt; complete or "
             f"delete it, or put the official {ARCHIVE} in {root}/ instead.")
     archive = root / ARCHIVE
-    reason = ""
-    if not archive.is_file() and download:
-        try:
-            kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-            download_file([URL], archive, md5=MD5, **kw)
-        except (DownloadError, OSError) as e:
-            reason = (f"\nDownloading it failed (set ${MIRROR_ENV} to a base URL serving {ARCHIVE} to use your own "
-                      f"mirror):\n{e}")
+    reason = fetch_archive(URL, archive, MD5, download, timeout)
     if archive.is_file():
-        try:
-            return safe_extract_zip(archive, root, FOLDER, REQUIRED, skip=("test",))
-        except PermissionError as e:
-            raise DatasetNotFoundError(f"tinyimagenet: cannot extract {archive} into {root}/ ({e}); extract it "
-                                       "yourself or use a writable --data-root") from None
+        return extract_archive("tinyimagenet", archive, root,
+                               lambda: safe_extract_zip(archive, root, FOLDER, REQUIRED, skip=("test",)))
     raise DatasetNotFoundError(
         f"tinyimagenet: no {FOLDER}/ under {root}/. Put the extracted folder {FOLDER}/ (wnids.txt, "
         f"train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt) or the official archive "

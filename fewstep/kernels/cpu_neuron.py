@@ -36,20 +36,19 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import torch
 
 from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import SURROGATES, Surrogate
+from ..neurons.surrogate import Surrogate
 from .cpu_build import CpuLibrary
+from .neuron_host import SURROGATE_ID, BackwardCall, NeuronConfig, fused_neuron_function, step_output
 
 __all__ = ["available", "build_error", "cpu_multistep", "dispatch_kernel", "library_path", "supports"]
 
 SOURCE = Path(__file__).with_name("cpu_neuron.cpp")
 _ABI = 2
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-_SURROGATE_ID = {name: i for i, name in enumerate(SURROGATES)}  # rectangle, triangle, sigmoid, arctan
 _MAX_K = 32
 #: Below this many elements (T x N) one thread does the work: waking the pool costs more.
 _PARALLEL_MIN = 1 << 15
@@ -104,20 +103,10 @@ def _warn_unavailable() -> None:
 
 
 @dataclass(frozen=True)
-class _Config:
-    T: int
-    N: int
-    K: int
-    hard: bool
-    v_reset: float
-    sg: int
-    width: float
-    detach: bool
-    scale: bool
+class _Config(NeuronConfig):
     decay: float
     thr: float
     thr_is_tensor: bool
-    need_membrane: bool
     broadcast: bool  # x is one step [N] repeated over the T steps (see _repeated_step)
     sfx: str  # the element type's library: "f32" or "f64"
 
@@ -130,47 +119,39 @@ def _threads(cfg: _Config) -> int:
     return torch.get_num_threads() if (_LIB.threaded(cfg.sfx) and cfg.T * cfg.N >= _PARALLEL_MIN) else 1
 
 
-class _CpuNeuronFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):
-        lib = _LIB.loaded(cfg.sfx)
-        spikes = torch.empty((cfg.T, cfg.N), dtype=x.dtype)
-        v_T = torch.empty(cfg.N, dtype=x.dtype)
-        membrane = torch.empty((cfg.T, cfg.N), dtype=x.dtype) if cfg.need_membrane else None
-        fwd = getattr(lib, f"fewstep_neuron_fwd_{_DTYPES[x.dtype]}")
-        fwd(x.data_ptr(), spikes.data_ptr(), _ptr(membrane), _ptr(v0), v_T.data_ptr(), cfg.T, cfg.N, cfg.K,
-            int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr, int(cfg.thr_is_tensor), int(cfg.scale),
-            int(cfg.broadcast), _threads(cfg))
-        ctx.cfg = cfg
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, v0, decay_t, thr_t)
-        return spikes, v_T, membrane
+def _forward(x, v0, decay_t, thr_t, cfg: _Config):
+    lib = _LIB.loaded(cfg.sfx)
+    spikes = torch.empty((cfg.T, cfg.N), dtype=x.dtype)
+    v_T = torch.empty(cfg.N, dtype=x.dtype)
+    membrane = torch.empty((cfg.T, cfg.N), dtype=x.dtype) if cfg.need_membrane else None
+    fwd = getattr(lib, f"fewstep_neuron_fwd_{_DTYPES[x.dtype]}")
+    fwd(x.data_ptr(), spikes.data_ptr(), _ptr(membrane), _ptr(v0), v_T.data_ptr(), cfg.T, cfg.N, cfg.K,
+        int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr, int(cfg.thr_is_tensor), int(cfg.scale),
+        int(cfg.broadcast), _threads(cfg))
+    return spikes, v_T, membrane, x
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, g_membrane):
-        cfg: _Config = ctx.cfg
-        x, v0, decay_t, thr_t = ctx.saved_tensors
-        need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]
-        if g_spikes is None and g_v is None and g_membrane is None:
-            return None, None, None, None, None
-        lib = _LIB.loaded(cfg.sfx)
-        nblocks = -(-cfg.N // lib.fewstep_cpu_neuron_block())
-        gx = torch.empty_like(x)
-        gv0 = torch.empty_like(v0) if (need_v0 and v0 is not None) else None
-        pdecay = torch.empty(nblocks, dtype=torch.float64) if need_decay else None
-        pthr = torch.empty(nblocks, dtype=torch.float64) if need_thr else None
-        gs, gv, gm = (None if g is None else g.to(x.dtype).contiguous() for g in (g_spikes, g_v, g_membrane))
-        bwd = getattr(lib, f"fewstep_neuron_bwd_{_DTYPES[x.dtype]}")
-        rc = bwd(x.data_ptr(), _ptr(v0), _ptr(gs), _ptr(gm), _ptr(gv), gx.data_ptr(), _ptr(gv0), _ptr(pdecay),
-                 _ptr(pthr), cfg.T, cfg.N, cfg.K, int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr,
-                 int(cfg.thr_is_tensor), int(cfg.scale), cfg.sg, cfg.width, int(cfg.detach), int(cfg.broadcast),
-                 _threads(cfg))
-        if rc != 0:
-            raise MemoryError("fewstep CPU neuron kernel: out of memory for the backward scratch")
-        gdecay = pdecay.sum().to(decay_t.dtype).reshape(decay_t.shape) if pdecay is not None else None
-        gthr = pthr.sum().to(thr_t.dtype).reshape(thr_t.shape) if pthr is not None else None
-        return (gx if need_x else None), gv0, gdecay, gthr, None
+
+def _backward(c: BackwardCall):
+    cfg: _Config = c.cfg
+    x, v0 = c.saved, c.v0
+    lib = _LIB.loaded(cfg.sfx)
+    nblocks = -(-cfg.N // lib.fewstep_cpu_neuron_block())
+    gx = torch.empty_like(x)
+    gv0 = torch.empty_like(v0) if (c.need_v0 and v0 is not None) else None
+    pdecay = torch.empty(nblocks, dtype=torch.float64) if c.need_decay else None
+    pthr = torch.empty(nblocks, dtype=torch.float64) if c.need_thr else None
+    gs, gv, gm = (None if g is None else g.to(x.dtype).contiguous() for g in (c.g_spikes, c.g_v, c.g_membrane))
+    bwd = getattr(lib, f"fewstep_neuron_bwd_{_DTYPES[x.dtype]}")
+    rc = bwd(x.data_ptr(), _ptr(v0), _ptr(gs), _ptr(gm), _ptr(gv), gx.data_ptr(), _ptr(gv0), _ptr(pdecay),
+             _ptr(pthr), cfg.T, cfg.N, cfg.K, int(cfg.hard), cfg.decay, cfg.v_reset, cfg.thr,
+             int(cfg.thr_is_tensor), int(cfg.scale), cfg.sg, cfg.width, int(cfg.detach), int(cfg.broadcast),
+             _threads(cfg))
+    if rc != 0:
+        raise MemoryError("fewstep CPU neuron kernel: out of memory for the backward scratch")
+    return gx, gv0, pdecay, pthr
+
+
+_CpuNeuronFunction = fused_neuron_function("_CpuNeuronFunction", _forward, _backward)
 
 
 # ------------------------------------------------------------------------------------- entries
@@ -200,7 +181,7 @@ def supports(x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = Non
         return "empty input"
     if p.reset not in ("hard", "soft"):
         return f"reset {p.reset!r}"
-    if type(p.surrogate) is not Surrogate or p.surrogate.name not in _SURROGATE_ID:
+    if type(p.surrogate) is not Surrogate or p.surrogate.name not in SURROGATE_ID:
         return "custom surrogate"
     k = p.num_thresholds
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= _MAX_K:
@@ -253,20 +234,15 @@ def cpu_multistep(
     decay, decay_t = _scalar(p.decay)  # type: ignore[misc]
     thr, thr_t = _scalar(p.v_threshold)  # type: ignore[misc]
     step = _repeated_step(x_seq)
-    # the surrogate's width: a float once Surrogate.__post_init__ has run
     cfg = _Config(
-        T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(cast(float, p.surrogate.width)), detach=bool(p.detach_reset),
-        scale=bool(p.scale_output), decay=decay, thr=thr, thr_is_tensor=thr_t is not None,
-        need_membrane=bool(need_membrane), broadcast=step is not None, sfx=sfx,
+        **NeuronConfig.fields(p, T, N, need_membrane),
+        decay=decay, thr=thr, thr_is_tensor=thr_t is not None, broadcast=step is not None, sfx=sfx,
     )
     # one step [N] for a repeated step, else [T, N] (a copy only for non-contiguous input)
     x2 = step.view(N) if step is not None else x_seq.contiguous().view(T, N)
     v02 = v0.contiguous().view(N) if v0 is not None else None
     spikes, v_T, membrane = _CpuNeuronFunction.apply(x2, v02, decay_t, thr_t, cfg)
-    return StepOutput(
-        spikes.view(shape), membrane.view(shape) if membrane is not None else None, v_T.view(shape[1:])
-    )
+    return step_output(spikes, v_T, membrane, shape)
 
 
 def _enabled() -> bool:

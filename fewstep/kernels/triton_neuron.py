@@ -52,21 +52,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import triton
 import triton.language as tl
 
 from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import SURROGATES, Surrogate
+from ..neurons.surrogate import Surrogate
+from .neuron_host import SURROGATE_ID, BackwardCall, NeuronConfig, fused_neuron_function, step_output
 
 __all__ = ["INTERPRET", "MAX_RECOMPUTE_T", "supports", "triton_multistep"]
 
 #: Up to this many time steps the backward pass recomputes ``h`` from ``x`` (see module doc).
 MAX_RECOMPUTE_T = 8
 
-_SURROGATE_ID = {name: i for i, name in enumerate(SURROGATES)}  # rectangle, triangle, sigmoid, arctan
 _IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _BLOCK_FWD = 1024  # 4 warps x 32 threads x 8 elements: 128-bit accesses for fp32 and bf16
 _BLOCK_BWD = 512  # fewer elements per thread: the unrolled backward holds T membranes each
@@ -153,9 +152,24 @@ def _fire_reset(h, thr, v_reset, K: tl.constexpr, HARD: tl.constexpr, SCALE: tl.
 
 
 @triton.jit
-def _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, offs, mask, v, lam, thr, v_reset,
+def _block_start(N, v0_ptr, decay_ptr, thr_ptr, decay_val, thr_val, v_reset,
+                 HAS_V0: tl.constexpr, HARD: tl.constexpr, DECAY_FROM_PTR: tl.constexpr,
+                 THR_FROM_PTR: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's block of neurons (pid, offsets, in-range mask), decay, threshold and initial state."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    lam, thr = _load_params(decay_ptr, thr_ptr, decay_val, thr_val, DECAY_FROM_PTR, THR_FROM_PTR)
+    v = _initial_v(v0_ptr, offs, mask, v_reset, HAS_V0, HARD, BLOCK)
+    return pid, offs, mask, lam, thr, v
+
+
+@triton.jit
+def _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, N, offs, mask, v, lam, thr, v_reset,
               K: tl.constexpr, HARD: tl.constexpr, SCALE: tl.constexpr,
               STORE_M: tl.constexpr, SAVE_H: tl.constexpr):
+    """One forward step; returns the next state and the four pointers advanced to the next step
+    (by ``N``: no ``t * N`` products, so no int32 overflow for large ``T * N``)."""
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     h = _charge(v, x, lam, v_reset, HARD)
     out, v = _fire_reset(h, thr, v_reset, K, HARD, SCALE)
@@ -164,7 +178,7 @@ def _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, offs, mask, v, lam, thr, v_reset,
         tl.store(m_ptr + offs, h.to(m_ptr.dtype.element_ty), mask=mask)
     if SAVE_H:
         tl.store(hs_ptr + offs, h, mask=mask)
-    return v
+    return v, x_ptr + N, s_ptr + N, m_ptr + N, hs_ptr + N
 
 
 @triton.jit
@@ -205,6 +219,59 @@ def _bwd_step(h, gout, gv, thr, v_reset, width,
     return gh, gth
 
 
+@triton.jit
+def _load_or_zeros(ptr, offs, mask, HAS: tl.constexpr, BLOCK: tl.constexpr):
+    """The block's values at ``ptr`` in fp32, or zeros when there is no such tensor."""
+    if HAS:
+        val = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        val = tl.zeros([BLOCK], dtype=tl.float32)
+    return val
+
+
+@triton.jit
+def _bwd_start(gvT_ptr, offs, mask, HAS_GVT: tl.constexpr, BLOCK: tl.constexpr):
+    """The reverse pass's running dL/dv (from dL/dv_T) and the zeroed decay and threshold sums."""
+    gv = _load_or_zeros(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
+    return gv, tl.zeros([BLOCK], dtype=tl.float32), tl.zeros([BLOCK], dtype=tl.float32)
+
+
+@triton.jit
+def _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
+                K: tl.constexpr, SG: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
+                SCALE: tl.constexpr, HAS_GS: tl.constexpr, HAS_GM: tl.constexpr, BLOCK: tl.constexpr):
+    """One reverse step: stores dL/dx_t (= dL/dh_t, the membrane's own gradient included) and
+    returns it with this step's dL/dV_th."""
+    gout = _load_or_zeros(gs_ptr, offs, mask, HAS_GS, BLOCK)
+    gh, gth = _bwd_step(h, gout, gv, thr, v_reset, width, K, SG, HARD, DETACH, SCALE)
+    if HAS_GM:
+        gh += tl.load(gm_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(gx_ptr + offs, gh.to(gx_ptr.dtype.element_ty), mask=mask)
+    return gh, gth
+
+
+@triton.jit
+def _add_decay_grad(gdecay, gh, v_prev, v_reset, HARD: tl.constexpr):
+    """``gdecay`` plus this step's dL/d(decay) = dL/dh_t * (v_{t-1} - v_reset) (hard reset) or * v_{t-1}."""
+    if HARD:
+        gdecay += gh * (v_prev - v_reset)
+    else:
+        gdecay += gh * v_prev
+    return gdecay
+
+
+@triton.jit
+def _bwd_store(gv0_ptr, pdecay_ptr, pthr_ptr, pid, offs, mask, gv, gdecay, gthr,
+               V0_GRAD: tl.constexpr, DECAY_GRAD: tl.constexpr, THR_GRAD: tl.constexpr):
+    """Stores dL/dv0 and the block's partial sums of the decay and threshold gradients."""
+    if V0_GRAD:
+        tl.store(gv0_ptr + offs, gv.to(gv0_ptr.dtype.element_ty), mask=mask)
+    if DECAY_GRAD:
+        tl.store(pdecay_ptr + pid, tl.sum(tl.where(mask, gdecay, 0.0), axis=0))
+    if THR_GRAD:
+        tl.store(pthr_ptr + pid, tl.sum(tl.where(mask, gthr, 0.0), axis=0))
+
+
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
@@ -218,161 +285,97 @@ def _neuron_fwd_kernel(
     HAS_V0: tl.constexpr, DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr,
     STORE_M: tl.constexpr, SAVE_H: tl.constexpr, UNROLL: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    lam, thr = _load_params(decay_ptr, thr_ptr, decay_val, thr_val, DECAY_FROM_PTR, THR_FROM_PTR)
-    v = _initial_v(v0_ptr, offs, mask, v_reset, HAS_V0, HARD, BLOCK)
-    # Pointers advance by N per step (no t * N products: no int32 overflow for large T * N).
+    pid, offs, mask, lam, thr, v = _block_start(N, v0_ptr, decay_ptr, thr_ptr, decay_val, thr_val, v_reset,
+                                                HAS_V0, HARD, DECAY_FROM_PTR, THR_FROM_PTR, BLOCK)
     if UNROLL:
         for t in tl.static_range(T):
-            v = _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, offs, mask, v, lam, thr, v_reset,
-                          K, HARD, SCALE, STORE_M, SAVE_H)
-            x_ptr += N
-            s_ptr += N
-            m_ptr += N
-            hs_ptr += N
+            v, x_ptr, s_ptr, m_ptr, hs_ptr = _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, N, offs, mask, v, lam, thr,
+                                                       v_reset, K, HARD, SCALE, STORE_M, SAVE_H)
     else:
         for t in range(T):
-            v = _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, offs, mask, v, lam, thr, v_reset,
-                          K, HARD, SCALE, STORE_M, SAVE_H)
-            x_ptr += N
-            s_ptr += N
-            m_ptr += N
-            hs_ptr += N
+            v, x_ptr, s_ptr, m_ptr, hs_ptr = _fwd_step(x_ptr, s_ptr, m_ptr, hs_ptr, N, offs, mask, v, lam, thr,
+                                                       v_reset, K, HARD, SCALE, STORE_M, SAVE_H)
     tl.store(vT_ptr + offs, v.to(vT_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _neuron_bwd_recompute_kernel(
-    x_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
+def _neuron_bwd_kernel(
+    in_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
     N, decay_val, thr_val, v_reset, width,
     T: tl.constexpr, K: tl.constexpr, SG: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
     SCALE: tl.constexpr, HAS_V0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GM: tl.constexpr,
     HAS_GVT: tl.constexpr, V0_GRAD: tl.constexpr, DECAY_GRAD: tl.constexpr, THR_GRAD: tl.constexpr,
-    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, BLOCK: tl.constexpr,
+    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, SAVED_H: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Backward for T <= MAX_RECOMPUTE_T: recompute h_1..h_T from x into registers, then reverse."""
-    pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    lam, thr = _load_params(decay_ptr, thr_ptr, decay_val, thr_val, DECAY_FROM_PTR, THR_FROM_PTR)
-    v = _initial_v(v0_ptr, offs, mask, v_reset, HAS_V0, HARD, BLOCK)
+    """Backward pass, one of two ways (see the module doc), chosen at compile time by ``SAVED_H``:
 
-    # Phase 1: forward recurrence (bit-identical to the forward kernel), membranes kept in registers.
-    # type comments, not annotations: Triton's code generator evaluates an annotation
-    hs = ()  # type: tuple
-    vs = ()  # type: tuple  # v_{t-1}, for the decay gradient
-    for t in tl.static_range(T):
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        h = _charge(v, x, lam, v_reset, HARD)
-        hs = hs + (h,)
-        if DECAY_GRAD:
-            vs = vs + (v,)
-        _, v = _fire_reset(h, thr, v_reset, K, HARD, SCALE)
-        x_ptr += N
-
-    # Phase 2: reverse time. Point at step T - 1.
-    for j in tl.static_range(T - 1):
-        gs_ptr += N
-        gm_ptr += N
-        gx_ptr += N
-    if HAS_GVT:
-        gv = tl.load(gvT_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    * false (T <= MAX_RECOMPUTE_T): ``in_ptr`` is the input x; h_1..h_T are recomputed from it into
+      registers, then time runs in reverse;
+    * true (T > MAX_RECOMPUTE_T): ``in_ptr`` holds the fp32 membranes saved by the forward pass,
+      read in reverse."""
+    pid, offs, mask, lam, thr, v = _block_start(N, v0_ptr, decay_ptr, thr_ptr, decay_val, thr_val, v_reset,
+                                                HAS_V0, HARD, DECAY_FROM_PTR, THR_FROM_PTR, BLOCK)
+    if SAVED_H:
+        v_init = v
+        for j in range(T - 1):
+            in_ptr += N
+            gs_ptr += N
+            gm_ptr += N
+            gx_ptr += N
+        gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
+        h = tl.load(in_ptr + offs, mask=mask, other=0.0)
+        for i in range(T):
+            step = T - 1 - i
+            # h_{t-1} (the next iteration's h); at t = 0 the state before it is v_init.
+            has_prev = (offs * 0 + step) > 0
+            hp = tl.load(in_ptr - N + offs, mask=mask & has_prev, other=0.0)
+            gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
+                                  K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
+            if DECAY_GRAD:
+                _, vp = _fire_reset(hp, thr, v_reset, K, HARD, SCALE)
+                vp = tl.where(has_prev, vp, v_init)
+                gdecay = _add_decay_grad(gdecay, gh, vp, v_reset, HARD)
+            if THR_GRAD:
+                gthr += gth
+            gv = gh * lam
+            h = hp
+            in_ptr -= N
+            gs_ptr -= N
+            gm_ptr -= N
+            gx_ptr -= N
     else:
-        gv = tl.zeros([BLOCK], dtype=tl.float32)
-    gdecay = tl.zeros([BLOCK], dtype=tl.float32)
-    gthr = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in tl.static_range(T):
-        h = hs[T - 1 - i]
-        if HAS_GS:
-            gout = tl.load(gs_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            gout = tl.zeros([BLOCK], dtype=tl.float32)
-        gh, gth = _bwd_step(h, gout, gv, thr, v_reset, width, K, SG, HARD, DETACH, SCALE)
-        if HAS_GM:
-            gh += tl.load(gm_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(gx_ptr + offs, gh.to(gx_ptr.dtype.element_ty), mask=mask)
-        if DECAY_GRAD:
-            if HARD:
-                gdecay += gh * (vs[T - 1 - i] - v_reset)
-            else:
-                gdecay += gh * vs[T - 1 - i]
-        if THR_GRAD:
-            gthr += gth
-        gv = gh * lam
-        gs_ptr -= N
-        gm_ptr -= N
-        gx_ptr -= N
-    if V0_GRAD:
-        tl.store(gv0_ptr + offs, gv.to(gv0_ptr.dtype.element_ty), mask=mask)
-    if DECAY_GRAD:
-        tl.store(pdecay_ptr + pid, tl.sum(tl.where(mask, gdecay, 0.0), axis=0))
-    if THR_GRAD:
-        tl.store(pthr_ptr + pid, tl.sum(tl.where(mask, gthr, 0.0), axis=0))
+        # Phase 1: forward recurrence (bit-identical to the forward kernel), membranes kept in registers.
+        # type comments, not annotations: Triton's code generator evaluates an annotation
+        hs = ()  # type: tuple
+        vs = ()  # type: tuple  # v_{t-1}, for the decay gradient
+        for t in tl.static_range(T):
+            x = tl.load(in_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            h = _charge(v, x, lam, v_reset, HARD)
+            hs = hs + (h,)
+            if DECAY_GRAD:
+                vs = vs + (v,)
+            _, v = _fire_reset(h, thr, v_reset, K, HARD, SCALE)
+            in_ptr += N
 
-
-@triton.jit
-def _neuron_bwd_saved_kernel(
-    hs_ptr, v0_ptr, gs_ptr, gm_ptr, gvT_ptr, gx_ptr, gv0_ptr, pdecay_ptr, pthr_ptr, decay_ptr, thr_ptr,
-    N, decay_val, thr_val, v_reset, width,
-    T: tl.constexpr, K: tl.constexpr, SG: tl.constexpr, HARD: tl.constexpr, DETACH: tl.constexpr,
-    SCALE: tl.constexpr, HAS_V0: tl.constexpr, HAS_GS: tl.constexpr, HAS_GM: tl.constexpr,
-    HAS_GVT: tl.constexpr, V0_GRAD: tl.constexpr, DECAY_GRAD: tl.constexpr, THR_GRAD: tl.constexpr,
-    DECAY_FROM_PTR: tl.constexpr, THR_FROM_PTR: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """Backward for T > MAX_RECOMPUTE_T: reads the fp32 membranes saved by the forward pass."""
-    pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    lam, thr = _load_params(decay_ptr, thr_ptr, decay_val, thr_val, DECAY_FROM_PTR, THR_FROM_PTR)
-    v_init = _initial_v(v0_ptr, offs, mask, v_reset, HAS_V0, HARD, BLOCK)
-    for j in range(T - 1):
-        hs_ptr += N
-        gs_ptr += N
-        gm_ptr += N
-        gx_ptr += N
-    if HAS_GVT:
-        gv = tl.load(gvT_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        gv = tl.zeros([BLOCK], dtype=tl.float32)
-    gdecay = tl.zeros([BLOCK], dtype=tl.float32)
-    gthr = tl.zeros([BLOCK], dtype=tl.float32)
-    h = tl.load(hs_ptr + offs, mask=mask, other=0.0)
-    for i in range(T):
-        step = T - 1 - i
-        # h_{t-1} (the next iteration's h); at t = 0 the state before it is v_init.
-        has_prev = (offs * 0 + step) > 0
-        hp = tl.load(hs_ptr - N + offs, mask=mask & has_prev, other=0.0)
-        if HAS_GS:
-            gout = tl.load(gs_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            gout = tl.zeros([BLOCK], dtype=tl.float32)
-        gh, gth = _bwd_step(h, gout, gv, thr, v_reset, width, K, SG, HARD, DETACH, SCALE)
-        if HAS_GM:
-            gh += tl.load(gm_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(gx_ptr + offs, gh.to(gx_ptr.dtype.element_ty), mask=mask)
-        if DECAY_GRAD:
-            _, vp = _fire_reset(hp, thr, v_reset, K, HARD, SCALE)
-            vp = tl.where(has_prev, vp, v_init)
-            if HARD:
-                gdecay += gh * (vp - v_reset)
-            else:
-                gdecay += gh * vp
-        if THR_GRAD:
-            gthr += gth
-        gv = gh * lam
-        h = hp
-        hs_ptr -= N
-        gs_ptr -= N
-        gm_ptr -= N
-        gx_ptr -= N
-    if V0_GRAD:
-        tl.store(gv0_ptr + offs, gv.to(gv0_ptr.dtype.element_ty), mask=mask)
-    if DECAY_GRAD:
-        tl.store(pdecay_ptr + pid, tl.sum(tl.where(mask, gdecay, 0.0), axis=0))
-    if THR_GRAD:
-        tl.store(pthr_ptr + pid, tl.sum(tl.where(mask, gthr, 0.0), axis=0))
+        # Phase 2: reverse time. Point at step T - 1.
+        for j in tl.static_range(T - 1):
+            gs_ptr += N
+            gm_ptr += N
+            gx_ptr += N
+        gv, gdecay, gthr = _bwd_start(gvT_ptr, offs, mask, HAS_GVT, BLOCK)
+        for i in tl.static_range(T):
+            h = hs[T - 1 - i]
+            gh, gth = _bwd_grad_x(h, gs_ptr, gm_ptr, gx_ptr, offs, mask, gv, thr, v_reset, width,
+                                  K, SG, HARD, DETACH, SCALE, HAS_GS, HAS_GM, BLOCK)
+            if DECAY_GRAD:
+                gdecay = _add_decay_grad(gdecay, gh, vs[T - 1 - i], v_reset, HARD)
+            if THR_GRAD:
+                gthr += gth
+            gv = gh * lam
+            gs_ptr -= N
+            gm_ptr -= N
+            gx_ptr -= N
+    _bwd_store(gv0_ptr, pdecay_ptr, pthr_ptr, pid, offs, mask, gv, gdecay, gthr, V0_GRAD, DECAY_GRAD, THR_GRAD)
 
 
 #: Whether the kernels were built for the Triton CPU interpreter (TRITON_INTERPRET=1 at import).
@@ -385,19 +388,9 @@ INTERPRET = type(_neuron_fwd_kernel).__name__ == "InterpretedFunction"
 
 
 @dataclass(frozen=True)
-class _Config:
-    T: int
-    N: int
-    K: int
-    hard: bool
-    v_reset: float
-    sg: int
-    width: float
-    detach: bool
-    scale: bool
+class _Config(NeuronConfig):
     decay_val: float
     thr_val: float
-    need_membrane: bool
     save_h: bool  # T > MAX_RECOMPUTE_T and a backward pass may follow
 
 
@@ -424,7 +417,7 @@ def supports(x_seq: torch.Tensor, p: NeuronParams, v0: torch.Tensor | None = Non
         return "more than 2^31 neurons per time step"
     if p.reset not in ("hard", "soft"):
         return f"reset {p.reset!r}"
-    if type(p.surrogate) is not Surrogate or p.surrogate.name not in _SURROGATE_ID:
+    if type(p.surrogate) is not Surrogate or p.surrogate.name not in SURROGATE_ID:
         return "custom surrogate"
     if not isinstance(p.num_thresholds, int) or isinstance(p.num_thresholds, bool) or not 1 <= p.num_thresholds <= 32:
         return f"num_thresholds {p.num_thresholds!r}"
@@ -454,76 +447,66 @@ def _launch_opts() -> dict:
     return {"num_warps": _NUM_WARPS, "enable_fp_fusion": False}
 
 
-class _TritonNeuronFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v0, decay_t, thr_t, cfg: _Config):
-        T, N = cfg.T, cfg.N
-        out_dtype = x.dtype if v0 is None else torch.promote_types(x.dtype, v0.dtype)
-        spikes = torch.empty((T, N), dtype=out_dtype, device=x.device)
-        v_T = torch.empty((N,), dtype=out_dtype, device=x.device)
-        membrane = torch.empty((T, N), dtype=out_dtype, device=x.device) if cfg.need_membrane else None
-        h_saved = torch.empty((T, N), dtype=torch.float32, device=x.device) if cfg.save_h else None
-        grid = (triton.cdiv(N, _BLOCK_FWD),)
-        with _device_ctx(x):
-            _neuron_fwd_kernel[grid](
-                x, spikes, membrane if membrane is not None else spikes,
-                h_saved if h_saved is not None else spikes,
-                v0 if v0 is not None else x, v_T,
-                decay_t if decay_t is not None else x, thr_t if thr_t is not None else x,
-                N, cfg.decay_val, cfg.thr_val, cfg.v_reset,
-                T=T, K=cfg.K, HARD=cfg.hard, SCALE=cfg.scale, HAS_V0=v0 is not None,
-                DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None,
-                STORE_M=membrane is not None, SAVE_H=h_saved is not None,
-                UNROLL=T <= MAX_RECOMPUTE_T, BLOCK=_BLOCK_FWD, **_launch_opts(),
-            )
-        ctx.cfg = cfg
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(h_saved if cfg.save_h else x, v0, decay_t, thr_t)
-        ctx.x_dtype = x.dtype
-        return spikes, v_T, membrane
+def _forward(x, v0, decay_t, thr_t, cfg: _Config):
+    T, N = cfg.T, cfg.N
+    out_dtype = x.dtype if v0 is None else torch.promote_types(x.dtype, v0.dtype)
+    spikes = torch.empty((T, N), dtype=out_dtype, device=x.device)
+    v_T = torch.empty((N,), dtype=out_dtype, device=x.device)
+    membrane = torch.empty((T, N), dtype=out_dtype, device=x.device) if cfg.need_membrane else None
+    h_saved = torch.empty((T, N), dtype=torch.float32, device=x.device) if cfg.save_h else None
+    grid = (triton.cdiv(N, _BLOCK_FWD),)
+    with _device_ctx(x):
+        _neuron_fwd_kernel[grid](
+            x, spikes, membrane if membrane is not None else spikes,
+            h_saved if h_saved is not None else spikes,
+            v0 if v0 is not None else x, v_T,
+            decay_t if decay_t is not None else x, thr_t if thr_t is not None else x,
+            N, cfg.decay_val, cfg.thr_val, cfg.v_reset,
+            T=T, K=cfg.K, HARD=cfg.hard, SCALE=cfg.scale, HAS_V0=v0 is not None,
+            DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None,
+            STORE_M=membrane is not None, SAVE_H=h_saved is not None,
+            UNROLL=T <= MAX_RECOMPUTE_T, BLOCK=_BLOCK_FWD, **_launch_opts(),
+        )
+    return spikes, v_T, membrane, (h_saved if cfg.save_h else x)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_spikes, g_v, g_membrane):
-        cfg: _Config = ctx.cfg
-        saved, v0, decay_t, thr_t = ctx.saved_tensors
-        need_x, need_v0, need_decay, need_thr = ctx.needs_input_grad[:4]
-        if g_spikes is None and g_v is None and g_membrane is None:
-            return None, None, None, None, None
-        T, N = cfg.T, cfg.N
-        dev = saved.device
-        if cfg.save_h is False and saved.shape != (T, N):  # pragma: no cover - defensive
-            raise RuntimeError("triton neuron: saved input has an unexpected shape")
-        gx = torch.empty((T, N), dtype=ctx.x_dtype, device=dev)
-        gv0 = torch.empty_like(v0) if (need_v0 and v0 is not None) else None
-        block = _block_bwd(T)
-        grid = (triton.cdiv(N, block),)
-        pdecay = torch.empty(grid, dtype=torch.float32, device=dev) if need_decay else None
-        pthr = torch.empty(grid, dtype=torch.float32, device=dev) if need_thr else None
-        g_spikes = g_spikes.contiguous() if g_spikes is not None else None
-        g_v = g_v.contiguous() if g_v is not None else None
-        g_membrane = g_membrane.contiguous() if g_membrane is not None else None
-        kernel = _neuron_bwd_saved_kernel if cfg.save_h else _neuron_bwd_recompute_kernel
-        with _device_ctx(saved):
-            kernel[grid](
-                saved, v0 if v0 is not None else saved,
-                g_spikes if g_spikes is not None else gx,
-                g_membrane if g_membrane is not None else gx,
-                g_v if g_v is not None else gx,
-                gx, gv0 if gv0 is not None else gx,
-                pdecay if pdecay is not None else gx, pthr if pthr is not None else gx,
-                decay_t if decay_t is not None else saved, thr_t if thr_t is not None else saved,
-                N, cfg.decay_val, cfg.thr_val, cfg.v_reset, cfg.width,
-                T=T, K=cfg.K, SG=cfg.sg, HARD=cfg.hard, DETACH=cfg.detach, SCALE=cfg.scale,
-                HAS_V0=v0 is not None, HAS_GS=g_spikes is not None, HAS_GM=g_membrane is not None,
-                HAS_GVT=g_v is not None, V0_GRAD=gv0 is not None,
-                DECAY_GRAD=pdecay is not None, THR_GRAD=pthr is not None,
-                DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None,
-                BLOCK=block, **_launch_opts(),
-            )
-        gdecay = pdecay.sum().to(decay_t.dtype).reshape(decay_t.shape) if pdecay is not None else None
-        gthr = pthr.sum().to(thr_t.dtype).reshape(thr_t.shape) if pthr is not None else None
-        return (gx if need_x else None), gv0, gdecay, gthr, None
+
+def _backward(c: BackwardCall):
+    cfg: _Config = c.cfg
+    saved, v0, decay_t, thr_t = c.saved, c.v0, c.decay_t, c.thr_t
+    T, N = cfg.T, cfg.N
+    dev = saved.device
+    if cfg.save_h is False and saved.shape != (T, N):  # pragma: no cover - defensive
+        raise RuntimeError("triton neuron: saved input has an unexpected shape")
+    gx = torch.empty((T, N), dtype=c.x_dtype, device=dev)
+    gv0 = torch.empty_like(v0) if (c.need_v0 and v0 is not None) else None
+    block = _block_bwd(T)
+    grid = (triton.cdiv(N, block),)
+    pdecay = torch.empty(grid, dtype=torch.float32, device=dev) if c.need_decay else None
+    pthr = torch.empty(grid, dtype=torch.float32, device=dev) if c.need_thr else None
+    g_spikes = c.g_spikes.contiguous() if c.g_spikes is not None else None
+    g_v = c.g_v.contiguous() if c.g_v is not None else None
+    g_membrane = c.g_membrane.contiguous() if c.g_membrane is not None else None
+    with _device_ctx(saved):
+        _neuron_bwd_kernel[grid](
+            saved, v0 if v0 is not None else saved,
+            g_spikes if g_spikes is not None else gx,
+            g_membrane if g_membrane is not None else gx,
+            g_v if g_v is not None else gx,
+            gx, gv0 if gv0 is not None else gx,
+            pdecay if pdecay is not None else gx, pthr if pthr is not None else gx,
+            decay_t if decay_t is not None else saved, thr_t if thr_t is not None else saved,
+            N, cfg.decay_val, cfg.thr_val, cfg.v_reset, cfg.width,
+            T=T, K=cfg.K, SG=cfg.sg, HARD=cfg.hard, DETACH=cfg.detach, SCALE=cfg.scale,
+            HAS_V0=v0 is not None, HAS_GS=g_spikes is not None, HAS_GM=g_membrane is not None,
+            HAS_GVT=g_v is not None, V0_GRAD=gv0 is not None,
+            DECAY_GRAD=pdecay is not None, THR_GRAD=pthr is not None,
+            DECAY_FROM_PTR=decay_t is not None, THR_FROM_PTR=thr_t is not None, SAVED_H=cfg.save_h,
+            BLOCK=block, **_launch_opts(),
+        )
+    return gx, gv0, pdecay, pthr
+
+
+_TritonNeuronFunction = fused_neuron_function("_TritonNeuronFunction", _forward, _backward)
 
 
 def triton_multistep(
@@ -549,18 +532,12 @@ def triton_multistep(
     grad_possible = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x_seq, v0, decay_t, thr_t)
     )
-    # the surrogate's width: a float once Surrogate.__post_init__ has run
     cfg = _Config(
-        T=T, N=N, K=int(p.num_thresholds), hard=p.reset == "hard", v_reset=float(p.v_reset),
-        sg=_SURROGATE_ID[p.surrogate.name], width=float(cast(float, p.surrogate.width)),
-        detach=bool(p.detach_reset), scale=bool(p.scale_output),
-        decay_val=decay_val, thr_val=thr_val, need_membrane=bool(need_membrane),
-        save_h=grad_possible and T > MAX_RECOMPUTE_T,
+        **NeuronConfig.fields(p, T, N, need_membrane),
+        decay_val=decay_val, thr_val=thr_val, save_h=grad_possible and T > MAX_RECOMPUTE_T,
     )
     spikes, v_T, membrane = _TritonNeuronFunction.apply(x2, v02, decay_t, thr_t, cfg)
-    return StepOutput(
-        spikes.view(shape), membrane.view(shape) if membrane is not None else None, v_T.view(shape[1:])
-    )
+    return step_output(spikes, v_T, membrane, shape)
 
 
 def _enabled_for(x_seq: torch.Tensor) -> bool:

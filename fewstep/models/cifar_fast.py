@@ -32,8 +32,8 @@ All three are :class:`~fewstep.models.base.SpikingModel` subclasses returning ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -148,7 +148,7 @@ class CifarFast(SpikingModel):
         if not (isinstance(whiten_eps, (int, float)) and math.isfinite(whiten_eps) and whiten_eps > 0):
             raise ConfigError("model.options.whiten_eps", f"must be a finite number > 0, got {whiten_eps!r}")
         self.whiten, self.whiten_eps = whiten, float(whiten_eps)
-        stem_conv = cast(nn.Conv2d, self.stem[0])
+        stem_conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])
         if whiten:
             dim = stem_conv.in_channels * 9
             if stem_conv.out_channels % 2 or stem_conv.out_channels > 2 * dim:
@@ -163,7 +163,7 @@ class CifarFast(SpikingModel):
         ``[N, C, H, W]``) when the model was built with ``whiten = true``; otherwise nothing."""
         if not self.whiten or self.kind == "converted":
             return
-        conv = cast(nn.Conv2d, self.stem[0])
+        conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])
         conv.weight.copy_(whitening_filters(images, conv.out_channels, conv.kernel_size[0], self.whiten_eps))
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..neurons import NeuronSpec
+from ..registry import registrar
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
@@ -15,14 +16,7 @@ MODELS: dict[str, ModelFactory] = {}
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register ``fn(*, num_classes, input_shape, timesteps, neuron, **kwargs) -> SpikingModel``."""
-
-    def deco(fn: ModelFactory) -> ModelFactory:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return deco
+    return registrar(MODELS, "model", name)
 
 
 def build_model(

@@ -9,7 +9,7 @@ every block outputs spikes. Convs and BNs run through :class:`~fewstep.layers.Ti
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,35 @@ from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
 from .vgg import check_head_options, scale_channels
+
+
+def check_resnet_input(model: str, input_shape: tuple[int, ...], widths: Sequence[int], depths: Sequence[int],
+                       dropout: float) -> None:
+    """Raise :class:`ConfigError` unless ``input_shape`` is ``(C, H, W)``, there is one depth >= 1
+    per stage width, and ``dropout`` is valid (``model`` names the class in the message)."""
+    if len(input_shape) != 3:
+        raise ConfigError("model.input_shape", f"{model} needs (C, H, W), got {input_shape}")
+    if len(widths) != len(depths) or not widths or min(depths) < 1:
+        raise ConfigError("model.depths", f"need one depth >= 1 per stage, got widths={widths} depths={depths}")
+    check_head_options(dropout=dropout)
+
+
+def resnet_stem(c_in: int, c_out: int) -> nn.Sequential:
+    """The CIFAR-style stem: conv3x3 (no bias) + BN, no max pool."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), BatchNorm2d(c_out))
+
+
+def resnet_stages(chans: Sequence[int], depths: Sequence[int],
+                  block: Callable[[int, int, int], nn.Module]) -> OrderedDict[str, nn.Module]:
+    """``layer1``, ``layer2``, ...: ``depths[i]`` blocks ``block(c_in, c_out, stride)`` of width
+    ``chans[i]`` each, input ``chans[0]``; the first block of every stage but the first has stride 2."""
+    stages: OrderedDict[str, nn.Module] = OrderedDict()
+    c_in = chans[0]
+    for i, (c_out, depth) in enumerate(zip(chans, depths)):
+        stages[f"layer{i + 1}"] = nn.Sequential(
+            *[block(c_in if j == 0 else c_out, c_out, (1 if i == 0 else 2) if j == 0 else 1) for j in range(depth)])
+        c_in = c_out
+    return stages
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> TimeFold:
@@ -65,24 +94,15 @@ class SpikingResNet(SpikingModel):
                  widths: Sequence[int], depths: Sequence[int], *, width_mult: float = 1.0,
                  hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__(input_shape, num_classes, timesteps)
-        if len(self.input_shape) != 3:
-            raise ConfigError("model.input_shape", f"SpikingResNet needs (C, H, W), got {self.input_shape}")
-        if len(widths) != len(depths) or not widths or min(depths) < 1:
-            raise ConfigError("model.depths", f"need one depth >= 1 per stage, got widths={widths} depths={depths}")
-        check_head_options(dropout=dropout)
+        check_resnet_input("SpikingResNet", self.input_shape, widths, depths, dropout)
         if hidden is not None and hidden < 1:
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden}")
         chans = [scale_channels(w, width_mult) for w in widths]
 
-        self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], chans[0], 3, padding=1, bias=False),
-                                  BatchNorm2d(chans[0]))
+        self.stem = resnet_stem(self.input_shape[0], chans[0])
         layers: OrderedDict[str, nn.Module] = OrderedDict(sn0=neuron.build())
-        c_in = chans[0]
-        for i, (c_out, depth) in enumerate(zip(chans, depths)):
-            blocks = [BasicBlock(c_in if j == 0 else c_out, c_out, (1 if i == 0 else 2) if j == 0 else 1, neuron)
-                      for j in range(depth)]
-            layers[f"layer{i + 1}"] = nn.Sequential(*blocks)
-            c_in = c_out
+        layers.update(resnet_stages(chans, depths, lambda c_in, c_out, stride: BasicBlock(c_in, c_out, stride, neuron)))
+        c_in = chans[-1]
         pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout)]
         if hidden is None:
             layers["classifier"] = TimeFold(*pool, nn.Linear(c_in, num_classes))

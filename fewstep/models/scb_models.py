@@ -38,7 +38,7 @@ from ..layers.scb import SCB, SYNAPSE_KINDS, Synapse
 from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
-from .vgg import POOLS, VGG_CONFIGS, check_head_options, scale_channels
+from .vgg import POOLS, VGG_CONFIGS, check_head_options, flatten_head, scale_channels
 
 LayerCfg = Sequence[int | str]
 
@@ -94,12 +94,7 @@ class SCBNet(SpikingModel):
             else:
                 raise ConfigError("model.options.channels", f"entries must be ints or 'M', got {v!r}")
 
-        if classifier == "gap":
-            flat = [*pending, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-            in_features = width
-        else:
-            flat = [*pending, nn.Flatten()]
-            in_features = width * (h >> n_pools) * (w >> n_pools)
+        flat, in_features = flatten_head(pending, width, self.input_shape, n_pools, classifier)
         if hidden:
             fc = [*flat, Dropout(dropout), nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden)]
             features += [SCB(*fc, synapse=synapse, channels=hidden, **syn), neuron.build()]

@@ -33,7 +33,8 @@ from ..neurons import NeuronSpec
 from .base import SpikingModel
 from .registry import register_model
 from .resnet import _conv_bn as _resnet_conv_bn
-from .vgg import POOLS, VGG_CONFIGS, check_head_options, scale_channels
+from .resnet import check_resnet_input, resnet_stages, resnet_stem
+from .vgg import POOLS, VGG_CONFIGS, check_head_options, check_vgg_input, count_pools, flatten_head, scale_channels
 
 LayerCfg = Sequence[int | str]
 
@@ -76,21 +77,14 @@ class STCBVGG(SpikingModel):
                  cfg: LayerCfg, *, pool: str = "max", classifier: str = "gap", hidden: int | None = None,
                  dropout: float = 0.0, width_mult: float = 1.0) -> None:
         super().__init__(input_shape, num_classes, timesteps)
-        if len(self.input_shape) != 3:
-            raise ConfigError("model.input_shape", f"STCBVGG needs (C, H, W), got {self.input_shape}")
-        if not cfg or not isinstance(cfg[0], int):
-            raise ConfigError("model.cfg", f"must start with a conv width (the stem), got {list(cfg)[:1]}")
+        stem = check_vgg_input("STCBVGG", self.input_shape, cfg)
         check_head_options(pool=pool, classifier=classifier, dropout=dropout)
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden!r}")
-        c, h, w = self.input_shape
-        n_pools = sum(1 for v in cfg if v == "M")
-        if h >> n_pools < 1 or w >> n_pools < 1:
-            raise ConfigError("model.input_shape", f"{h}x{w} is too small for {n_pools} 2x2 pools "
-                                                   f"(needs at least {2 ** n_pools}x{2 ** n_pools})")
+        n_pools = count_pools(self.input_shape, cfg)
 
-        width = scale_channels(cfg[0], width_mult)
-        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), BatchNorm2d(width))
+        width = scale_channels(stem, width_mult)
+        self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], width, 3, padding=1, bias=False), BatchNorm2d(width))
         features: list[nn.Module] = [conversion.build()]  # the conversion of the stem's STCB
         pending: list[nn.Module] = []
         for v in cfg[1:]:
@@ -103,12 +97,7 @@ class STCBVGG(SpikingModel):
             else:
                 raise ConfigError("model.cfg", f"entries must be ints or 'M', got {v!r}")
 
-        if classifier == "gap":
-            head: list[nn.Module] = [*pending, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-            in_features = width
-        else:
-            head = [*pending, nn.Flatten()]
-            in_features = width * (h >> n_pools) * (w >> n_pools)
+        head, in_features = flatten_head(pending, width, self.input_shape, n_pools, classifier)
         layers: OrderedDict[str, nn.Module] = OrderedDict(features=nn.Sequential(*features))
         if hidden is not None:
             layers["hidden"] = STCB.linear(in_features, hidden, bn=True, pre=tuple(head), conversion=conversion.build())
@@ -145,23 +134,15 @@ class STCBResNet(SpikingModel):
                  widths: Sequence[int], depths: Sequence[int], *, width_mult: float = 1.0,
                  hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__(input_shape, num_classes, timesteps)
-        if len(self.input_shape) != 3:
-            raise ConfigError("model.input_shape", f"STCBResNet needs (C, H, W), got {self.input_shape}")
-        if len(widths) != len(depths) or not widths or min(depths) < 1:
-            raise ConfigError("model.depths", f"need one depth >= 1 per stage, got widths={widths} depths={depths}")
-        check_head_options(dropout=dropout)
+        check_resnet_input("STCBResNet", self.input_shape, widths, depths, dropout)
         if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1):
             raise ConfigError("model.options.hidden", f"must be a positive int or None, got {hidden!r}")
         chans = [scale_channels(w, width_mult) for w in widths]
-        self.stem = nn.Sequential(nn.Conv2d(self.input_shape[0], chans[0], 3, padding=1, bias=False),
-                                  BatchNorm2d(chans[0]))
+        self.stem = resnet_stem(self.input_shape[0], chans[0])
         layers: OrderedDict[str, nn.Module] = OrderedDict(sn0=conversion.build())
-        c_in = chans[0]
-        for i, (c_out, depth) in enumerate(zip(chans, depths)):
-            layers[f"layer{i + 1}"] = nn.Sequential(*[
-                STCBBasicBlock(c_in if j == 0 else c_out, c_out, (1 if i == 0 else 2) if j == 0 else 1, conversion)
-                for j in range(depth)])
-            c_in = c_out
+        layers.update(resnet_stages(chans, depths,
+                                    lambda c_in, c_out, stride: STCBBasicBlock(c_in, c_out, stride, conversion)))
+        c_in = chans[-1]
         pool = (nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout))
         if hidden is None:
             layers["classifier"] = TimeFold(*pool, nn.Linear(c_in, num_classes))

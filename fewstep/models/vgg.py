@@ -56,6 +56,39 @@ def scale_channels(channels: int, width_mult: float) -> int:
     return max(1, int(round(channels * width_mult)))
 
 
+def check_vgg_input(model: str, input_shape: tuple[int, ...], cfg: LayerCfg) -> int:
+    """The stem's conv width, ``cfg[0]``; :class:`ConfigError` unless ``input_shape`` is
+    ``(C, H, W)`` and ``cfg`` starts with a width (``model`` names the class in the message)."""
+    if len(input_shape) != 3:
+        raise ConfigError("model.input_shape", f"{model} needs (C, H, W), got {input_shape}")
+    stem = cfg[0] if cfg else None
+    if not isinstance(stem, int):
+        raise ConfigError("model.cfg", f"must start with a conv width (the stem), got {list(cfg)[:1]}")
+    return stem
+
+
+def count_pools(input_shape: tuple[int, ...], cfg: LayerCfg) -> int:
+    """The number of 2x2 pools in ``cfg``; :class:`ConfigError` if they leave less than 1x1 of
+    the ``(C, H, W)`` input."""
+    _, h, w = input_shape
+    n_pools = sum(1 for v in cfg if v == "M")
+    if h >> n_pools < 1 or w >> n_pools < 1:
+        raise ConfigError("model.input_shape", f"{h}x{w} is too small for {n_pools} 2x2 pools "
+                                               f"(needs at least {2 ** n_pools}x{2 ** n_pools})")
+    return n_pools
+
+
+def flatten_head(pending: list[nn.Module], width: int, input_shape: tuple[int, ...], n_pools: int,
+                 classifier: str) -> tuple[list[nn.Module], int]:
+    """The layers from the last conv's ``width`` channels to a flat vector (after the ``pending``
+    pools), and that vector's size: global average pool (``"gap"``) or the whole map
+    (``"flatten"``, ``n_pools`` 2x2 pools below the ``(C, H, W)`` input)."""
+    if classifier == "gap":
+        return [*pending, nn.AdaptiveAvgPool2d(1), nn.Flatten()], width
+    _, h, w = input_shape
+    return [*pending, nn.Flatten()], width * (h >> n_pools) * (w >> n_pools)
+
+
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), BatchNorm2d(c_out)]
 
@@ -81,19 +114,12 @@ class SpikingVGG(SpikingModel):
                  cfg: LayerCfg, *, pool: str = "max", classifier: str = "gap", dropout: float = 0.0,
                  width_mult: float = 1.0) -> None:
         super().__init__(input_shape, num_classes, timesteps)
-        if len(self.input_shape) != 3:
-            raise ConfigError("model.input_shape", f"SpikingVGG needs (C, H, W), got {self.input_shape}")
-        if not cfg or not isinstance(cfg[0], int):
-            raise ConfigError("model.cfg", f"must start with a conv width (the stem), got {list(cfg)[:1]}")
+        stem = check_vgg_input("SpikingVGG", self.input_shape, cfg)
         check_head_options(pool=pool, classifier=classifier, dropout=dropout)
-        c, h, w = self.input_shape
-        n_pools = sum(1 for v in cfg if v == "M")
-        if h >> n_pools < 1 or w >> n_pools < 1:
-            raise ConfigError("model.input_shape", f"{h}x{w} is too small for {n_pools} 2x2 pools "
-                                                   f"(needs at least {2 ** n_pools}x{2 ** n_pools})")
+        n_pools = count_pools(self.input_shape, cfg)
 
-        width = scale_channels(cfg[0], width_mult)
-        self.stem = nn.Sequential(*_conv_bn(c, width))
+        width = scale_channels(stem, width_mult)
+        self.stem = nn.Sequential(*_conv_bn(self.input_shape[0], width))
 
         features: list[nn.Module] = [neuron.build()]
         pending: list[nn.Module] = []  # stateless layers waiting to be folded together
@@ -107,12 +133,7 @@ class SpikingVGG(SpikingModel):
             else:
                 raise ConfigError("model.cfg", f"entries must be ints or 'M', got {v!r}")
 
-        if classifier == "gap":
-            head = [*pending, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-            in_features = width
-        else:
-            head = [*pending, nn.Flatten()]
-            in_features = width * (h >> n_pools) * (w >> n_pools)
+        head, in_features = flatten_head(pending, width, self.input_shape, n_pools, classifier)
         head += [Dropout(dropout), nn.Linear(in_features, num_classes)]
         self.body = nn.Sequential(OrderedDict(features=nn.Sequential(*features), classifier=TimeFold(*head)))
 
