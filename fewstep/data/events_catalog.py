@@ -22,6 +22,7 @@ recordings (:mod:`fewstep.data.event_datasets`) or emulates them from images, an
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..errors import ConfigError
 from .base import DatasetSplits, register_dataset
 from .event_currents import (
     EventOptions,
+    EventSource,
     build_event_splits,
     digit_images,
     emulated_splits,
@@ -48,31 +50,41 @@ def _segments_of(ds: DVSGesture, i: int) -> list[Any]:
     return list(ds.segments[i])
 
 
+def _recorded_splits(name: str, opts: EventOptions, root: Path, classes: list[str],
+                     open_split: Callable[[str, bool], tuple[str, EventSource]]) -> DatasetSplits:
+    """Both splits of a recorded dataset as STC currents: ``open_split(split, train)`` opens one
+    split and gives its folder (reported as ``info["folder"]``, the train split's) and its source."""
+    info: dict = {}
+    sources = {}
+    for split, train in (("train", True), ("test", False)):
+        folder, sources[split] = open_split(split, train)
+        info.setdefault("folder", folder)
+    return build_event_splits(name, sources["train"], sources["test"], classes, opts, root, info)
+
+
 @register_dataset("nmnist")
 def load_nmnist_events(root: Path, download: bool = True, **options) -> DatasetSplits:
     """Real N-MNIST (34x34 ATIS recordings) as STC currents ``[N, T, 2, 34 / f, 34 / f]``."""
     opts, _ = EventOptions.parse("nmnist", options)
-    info: dict = {}
-    sources = {}
-    for split, train in (("train", True), ("test", False)):
+
+    def open_split(split: str, train: bool) -> tuple[str, EventSource]:
         ds = NMNIST(root, train=train, download=download)
-        info.setdefault("folder", str(ds.root.parent))
-        sources[split] = recorded_source(ds, opts.split_limit(train), ds.root.parent)
-    return build_event_splits("nmnist", sources["train"], sources["test"], list(NMNIST.classes), opts, root, info)
+        return str(ds.root.parent), recorded_source(ds, opts.split_limit(train), ds.root.parent)
+
+    return _recorded_splits("nmnist", opts, root, list(NMNIST.classes), open_split)
 
 
 @register_dataset("dvsgesture")
 def load_dvsgesture_events(root: Path, download: bool = True, **options) -> DatasetSplits:
     """DVS128 Gesture (11 classes, 128x128) as STC currents; use ``spatial_factor`` 2 or 4."""
     opts, _ = EventOptions.parse("dvsgesture", options)
-    info: dict = {}
-    sources = {}
-    for split, train in (("train", True), ("test", False)):
+
+    def open_split(split: str, train: bool) -> tuple[str, EventSource]:
         ds = DVSGesture(root, train=train, download=download)
-        info.setdefault("folder", str(ds.root))
-        sources[split] = recorded_source(ds, opts.split_limit(train), ds.root, functools.partial(_segments_of, ds))
-    return build_event_splits("dvsgesture", sources["train"], sources["test"], list(DVSGesture.classes), opts,
-                              root, info)
+        segments = functools.partial(_segments_of, ds)
+        return str(ds.root), recorded_source(ds, opts.split_limit(train), ds.root, segments)
+
+    return _recorded_splits("dvsgesture", opts, root, list(DVSGesture.classes), open_split)
 
 
 @register_dataset("cifar10dvs")
@@ -80,19 +92,17 @@ def load_cifar10dvs_events(root: Path, download: bool = True, **options) -> Data
     """CIFAR10-DVS (10 classes, 128x128) as STC currents, split per class by ``test_fraction``."""
     opts, extra = EventOptions.parse("cifar10dvs", options, ("test_fraction", "orientation"))
     kw = {"test_fraction": float(extra.get("test_fraction", 0.1)), "orientation": extra.get("orientation", "jaer")}
-    info: dict = {}
-    sources = {}
-    for split, train in (("train", True), ("test", False)):
+
+    def open_split(split: str, train: bool) -> tuple[str, EventSource]:
         try:
             ds = CIFAR10DVS(root, split=split, download=download, **kw)
         except ValueError as exc:
             raise ConfigError("data.options", str(exc)) from None
-        info.setdefault("folder", str(ds.root))
         src = recorded_source(ds, opts.split_limit(train), ds.root)
         src.key["split"] = kw  # the split and the pixel layout change the samples
-        sources[split] = src
-    return build_event_splits("cifar10dvs", sources["train"], sources["test"], list(CIFAR10DVS.classes), opts,
-                              root, info)
+        return str(ds.root), src
+
+    return _recorded_splits("cifar10dvs", opts, root, list(CIFAR10DVS.classes), open_split)
 
 
 # --------------------------------------------------------------------------- emulated datasets
