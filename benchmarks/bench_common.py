@@ -29,6 +29,27 @@ def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
     return {"mean": m, "std": s, "n": len(xs), "values": list(values)}
 
 
+def summarise_runs(results: dict[str, dict[str, dict[str, dict]]],
+                   extra: Callable[[list[dict]], dict[str, Any]] = lambda runs: {}) -> dict[str, dict[str, dict]]:
+    """``results[group][T][seed]`` (one run's fields) to ``summary[group][T]``: mean and sample std
+    over the seeds of the accuracy, the accuracy at every step (the steps every run has) and the
+    training seconds, the seeds, and whatever ``extra(runs)`` adds."""
+    out: dict[str, dict[str, dict]] = {}
+    for group, per_t in results.items():
+        out[group] = {}
+        for t, per_seed in per_t.items():
+            runs = list(per_seed.values())
+            steps = min(len(r["accuracy_per_step"]) for r in runs)
+            out[group][t] = {
+                "accuracy": mean_std([r["accuracy"] for r in runs]),
+                "accuracy_per_step": [mean_std([r["accuracy_per_step"][i] for r in runs]) for i in range(steps)],
+                **extra(runs),
+                "train_seconds": mean_std([r["train_seconds"] for r in runs]),
+                "seeds": [int(s) for s in per_seed],
+            }
+    return out
+
+
 def pct(value: float | None, digits: int = 2) -> str:
     """A fraction in percent, ``-`` for None."""
     return "-" if value is None else f"{100 * value:.{digits}f}"

@@ -66,6 +66,7 @@ from bench_common import (
     report_fields,
     run_meta,
     run_sweep,
+    summarise_runs,
     toml_str,
     train_recipe,
     write_results,
@@ -182,22 +183,17 @@ def run_variant(variant: str, timesteps: int, seed: int, args: argparse.Namespac
 # ---------------------------------------------------------------- tables
 
 
+def _extra_fields(runs: list[dict]) -> dict[str, Any]:
+    """The validation accuracy, and the pre-training's accuracy and time where a variant has one."""
+    extra = {"val_accuracy": mean_std([r.get("val_accuracy") for r in runs])}
+    if runs and "pretrain" in runs[0]:
+        extra["pretrain_accuracy"] = mean_std([r["pretrain"]["accuracy"] for r in runs])
+        extra["pretrain_seconds"] = mean_std([r["pretrain"]["train_seconds"] for r in runs])
+    return extra
+
+
 def summarise(results: dict[str, dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
-    out: dict[str, dict[str, dict]] = {}
-    for variant, per_t in results.items():
-        out[variant] = {}
-        for t, per_seed in per_t.items():
-            runs = list(per_seed.values())
-            steps = int(t)
-            per_step = [mean_std([r["accuracy_per_step"][i] for r in runs]) for i in range(steps)]
-            entry = {"accuracy": mean_std([r["accuracy"] for r in runs]), "accuracy_per_step": per_step,
-                     "val_accuracy": mean_std([r.get("val_accuracy") for r in runs]),
-                     "train_seconds": mean_std([r["train_seconds"] for r in runs]), "seeds": [int(s) for s in per_seed]}
-            if runs and "pretrain" in runs[0]:
-                entry["pretrain_accuracy"] = mean_std([r["pretrain"]["accuracy"] for r in runs])
-                entry["pretrain_seconds"] = mean_std([r["pretrain"]["train_seconds"] for r in runs])
-            out[variant][t] = entry
-    return out
+    return summarise_runs(results, _extra_fields)
 
 
 def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ from bench_common import (
     report_fields,
     run_meta,
     run_sweep,
+    summarise_runs,
     toml_str,
     train_recipe,
     write_results,
@@ -210,22 +211,14 @@ def run_variant(gradient: str, timesteps: int, seed: int, args: argparse.Namespa
 # ---------------------------------------------------------------- tables
 
 
+def _energy_fields(runs: list[dict]) -> dict[str, Any]:
+    """The ANN/SNN energy ratio and its first-layer bound."""
+    return {"energy_ratio": mean_std([r["energy"]["ratio"] for r in runs]),
+            "first_layer_bound": mean_std([r["energy"].get("first_layer_bound") for r in runs])}
+
+
 def summarise(results: dict[str, dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
-    out: dict[str, dict[str, dict]] = {}
-    for gradient, per_t in results.items():
-        out[gradient] = {}
-        for t, per_seed in per_t.items():
-            runs = list(per_seed.values())
-            steps = min(len(r["accuracy_per_step"]) for r in runs)
-            out[gradient][t] = {
-                "accuracy": mean_std([r["accuracy"] for r in runs]),
-                "accuracy_per_step": [mean_std([r["accuracy_per_step"][i] for r in runs]) for i in range(steps)],
-                "energy_ratio": mean_std([r["energy"]["ratio"] for r in runs]),
-                "first_layer_bound": mean_std([r["energy"].get("first_layer_bound") for r in runs]),
-                "train_seconds": mean_std([r["train_seconds"] for r in runs]),
-                "seeds": [int(s) for s in per_seed],
-            }
-    return out
+    return summarise_runs(results, _energy_fields)
 
 
 def markdown_table(results: dict, summary: dict, seeds: Sequence[int], meta: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ import torch
 from fewstep.events.types import make_events
 from fewstep.infer import StreamingClassifier, events_to_current
 from fewstep.models import build_model
-from fewstep.neurons import NeuronSpec, reset_net
+from fewstep.neurons import NeuronSpec
 
 SENSOR = (16, 16)  # (width, height)
 POOL = 2  # STC sum-pools 2x2 pixel blocks: the model sees [2, 8, 8] per step
@@ -81,17 +81,12 @@ def batch(n: int, steps: int, rng: np.random.Generator) -> tuple[torch.Tensor, t
 def train_tiny(model: torch.nn.Module, rng: np.random.Generator, iters: int = 30, steps: int = 4) -> None:
     """A few AdamW steps with the TET loss on ``steps``-slice recordings (any later slice count
     works when streaming: the model runs one step at a time)."""
-    from fewstep.train.losses import tet_loss
+    from fewstep.train import tet_loss, train_step
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(iters):
-        x, y = batch(32, steps, rng)
-        loss = tet_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        reset_net(model)
+        train_step(model, opt, tet_loss, *batch(32, steps, rng))
     model.eval()
 
 

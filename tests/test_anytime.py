@@ -35,8 +35,8 @@ T = 4
 def trained():
     """A tiny small_cnn trained for a few seconds on digits (T = 4), and the test batch."""
     from fewstep.data import load_dataset
+    from fewstep.train import tet_loss, train_step
     from fewstep.train.data_feed import DeviceFeed
-    from fewstep.train.losses import tet_loss
 
     torch.manual_seed(0)
     splits = load_dataset("digits")
@@ -46,11 +46,7 @@ def trained():
     feed = DeviceFeed(splits.train.subset(800), 64, torch.device("cpu"), train=True, seed=0)
     for epoch in range(2):
         for x, y in feed.epoch(epoch):
-            loss = tet_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            reset_net(model)
+            train_step(model, opt, tet_loss, x, y)
     model.eval()
     test = DeviceFeed(splits.test, 512, torch.device("cpu"), train=False)
     x, y = next(iter(test.epoch(0)))

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..events.compression import STC
 from .base import ArrayDataset, DatasetSplits
 
 __all__ = ["EMULATION_BLOCK", "EventOptions", "EventSource", "build_event_splits", "digit_images", "emulated_splits",
@@ -84,16 +85,22 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # --------------------------------------------------------------------------- options
 
 
+def _stc_default(name: str) -> Any:
+    """The :class:`~fewstep.events.compression.STC` transform's default for ``name``: the dataset
+    options default to the transform's, from one place."""
+    return next(f.default for f in fields(STC) if f.name == name)
+
+
 @dataclass(frozen=True)
 class EventOptions:
     """The options every event dataset takes (see the module docstring)."""
 
     timesteps: int
-    by: str = "time"
-    integration: str = "sum"
-    kappa: float = 0.9
-    fine_bins_per_step: int = 10
-    spatial_factor: int = 1
+    by: str = _stc_default("by")
+    integration: str = _stc_default("integration")
+    kappa: float = _stc_default("kappa")
+    fine_bins_per_step: int = _stc_default("fine_bins_per_step")
+    spatial_factor: int = _stc_default("spatial_factor")
     scale: str | float = "none"
     size: int | list = 0
     dtype: str = "float32"
