@@ -47,10 +47,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "fewstep"
 
 # The imports that close the circles still there on purpose: (importer, imported, why).
 KNOWN_EDGES: list[tuple[str, str, str]] = [
-    # plugin registries: the registry imports its catalog on first lookup, and every module the
-    # catalog imports registers itself with the registry
-    ("fewstep.models.registry", "fewstep.models.catalog", "the model registry fills itself from the catalog"),
-    ("fewstep.data.base", "fewstep.data.catalog", "the dataset registry fills itself from the catalog"),
     # optional kernels: the dispatcher imports them on first use, and they register with it
     ("fewstep.neurons.dispatch", "fewstep.kernels", "loads the Triton kernels on first use"),
     ("fewstep.neurons.dispatch", "fewstep.kernels.cpu_neuron", "loads the CPU kernel on first use"),

@@ -3,6 +3,10 @@
 Images are kept as ``uint8 [N, C, H, W]`` and normalised on the device by the training
 engine (no host round trips); event data is kept as ``float [N, T, C, H, W]`` sequences
 after spatio-temporal compression (``is_sequence = True``).
+
+The dataset registry (:data:`DATASETS`, :func:`register_dataset`) lives here, and never imports
+the dataset modules that register with it: :func:`fewstep.data.load_dataset` (in
+:mod:`fewstep.data.load`) fills it from :mod:`fewstep.data.catalog` and loads a dataset by name.
 """
 
 from __future__ import annotations
@@ -95,12 +99,3 @@ def resolve_data_root(root: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "fewstep" / "data"
-
-
-def load_dataset(name: str, root: str | Path | None = None, download: bool = True, **options) -> DatasetSplits:
-    """Load a registered dataset by name (see :data:`DATASETS`)."""
-    from . import catalog  # noqa: F401  (registers the built-in datasets)
-
-    if name not in DATASETS:
-        raise ConfigError("data.dataset", f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](resolve_data_root(root), download, **options)

@@ -2,6 +2,7 @@
 
 from . import catalog  # noqa: F401  (fills MODELS with the built-in models)
 from .base import SpikingModel
-from .registry import MODELS, build_model, register_model
+from .build import build_model
+from .registry import MODELS, register_model
 
 __all__ = ["MODELS", "SpikingModel", "build_model", "register_model"]

@@ -1,4 +1,8 @@
-"""Model registry (timm style): recipes name models by string."""
+"""Model registry (timm style): recipes name models by string.
+
+This module holds the table and the decorator that every model module registers with; it never
+imports those modules. :func:`fewstep.models.build_model` (in :mod:`fewstep.models.build`) fills
+the table from :mod:`fewstep.models.catalog` and builds a model by name."""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
-from ..neurons import NeuronSpec
 from ..registry import registrar
 
 ModelFactory = Callable[..., nn.Module]
@@ -17,26 +19,3 @@ MODELS: dict[str, ModelFactory] = {}
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register ``fn(*, num_classes, input_shape, timesteps, neuron, **kwargs) -> SpikingModel``."""
     return registrar(MODELS, "model", name)
-
-
-def build_model(
-    name: str,
-    *,
-    num_classes: int,
-    input_shape: tuple[int, ...],
-    timesteps: int,
-    neuron: NeuronSpec | dict | None = None,
-    **kwargs,
-) -> nn.Module:
-    """Build a registered model. ``input_shape`` is one step's ``(C, H, W)``."""
-    from . import catalog  # noqa: F401  (registers the built-in models)
-
-    if name not in MODELS:
-        raise ConfigError("model.name", f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    if isinstance(neuron, dict):
-        neuron = NeuronSpec(**neuron)
-    try:
-        return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), timesteps=timesteps,
-                            neuron=neuron or NeuronSpec(), **kwargs)
-    except TypeError as exc:
-        raise ConfigError("model.options", f"model {name!r} rejected its options: {exc}") from None
