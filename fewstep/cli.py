@@ -5,25 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from .cli_options import device_option
 from .errors import FewstepError
 
 #: The recipe ``fewstep quickstart`` trains: the event pipeline of methods.md section 1 on the
 #: embedded digits (emulated saccade events -> STC -> SCB + MT-LIF, T = 2), offline.
 QUICKSTART_RECIPE = "quickstart-events"
-
-
-def device_option(text: str) -> str:
-    """``--device``: checked when the command line is parsed, before any work (whether CUDA is
-    there is checked when the run starts)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or auto, got {text!r}")
-    return text
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

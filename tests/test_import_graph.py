@@ -53,9 +53,6 @@ KNOWN_EDGES: list[tuple[str, str, str]] = [
     # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
     # torch) builds its neuron module on demand, from the neurons package that re-exports it
     ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),
-    # the convert subcommand's parser borrows the main CLI's --device option, while the main CLI
-    # adds the subcommand (fewstep/cli.py is reworked elsewhere)
-    ("fewstep.convert.cli", "fewstep.cli", "device_option"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import device_option
+from ..cli_options import device_option
 
 # The conversion methods of fewstep.convert.factors.METHODS, spelled out so that building the
 # parser imports no torch (a test checks they agree).
