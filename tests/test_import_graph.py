@@ -47,9 +47,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "fewstep"
 
 # The imports that close the circles still there on purpose: (importer, imported, why).
 KNOWN_EDGES: list[tuple[str, str, str]] = [
-    # optional kernels: the dispatcher imports them on first use, and they register with it
-    ("fewstep.neurons.dispatch", "fewstep.kernels", "loads the Triton kernels on first use"),
-    ("fewstep.neurons.dispatch", "fewstep.kernels.cpu_neuron", "loads the CPU kernel on first use"),
     # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
     # torch) builds its neuron module on demand, from the neurons package that re-exports it
     ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),

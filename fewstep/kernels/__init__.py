@@ -48,7 +48,7 @@ def load_triton() -> bool:
     except Exception as exc:  # pragma: no cover - e.g. a Triton too old for these kernels
         IMPORT_ERROR = exc
         return False
-    from ..neurons.dispatch import register_kernel
+    from .registry import register_kernel
 
     HAS_TRITON = True
     MAX_RECOMPUTE_T, supports, triton_multistep = (

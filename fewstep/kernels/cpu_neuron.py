@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import Surrogate
+from ..neuron_params import NeuronParams, StepOutput
+from ..surrogate import Surrogate
 from .cpu_build import CpuLibrary
 from .neuron_host import SURROGATE_ID, BackwardCall, NeuronConfig, fused_neuron_function, step_output
 

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple, cast
 
 import torch
 
-from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import SURROGATES
+from ..neuron_params import NeuronParams, StepOutput
+from ..surrogate import SURROGATES
 
 #: Surrogate ids as the kernels number them: rectangle, triangle, sigmoid, arctan.
 SURROGATE_ID = {name: i for i, name in enumerate(SURROGATES)}

@@ -57,8 +57,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..neurons.functional import NeuronParams, StepOutput
-from ..neurons.surrogate import Surrogate
+from ..neuron_params import NeuronParams, StepOutput
+from ..surrogate import Surrogate
 from .neuron_host import SURROGATE_ID, BackwardCall, NeuronConfig, fused_neuron_function, step_output
 
 __all__ = ["INTERPRET", "MAX_RECOMPUTE_T", "supports", "triton_multistep"]

@@ -16,36 +16,22 @@ the tests run it under the interpreter on CPU), ``reference`` (no kernel; so doe
 ``kernel(x_seq, params, v0, need_membrane=...)`` and returns a :class:`StepOutput` or ``None``
 when it does not handle the call. With ``need_membrane=False`` a kernel may skip the membrane
 ``[T, ...]`` and return ``StepOutput.membrane = None``; the reference always returns it.
+
+The kernels register in :mod:`fewstep.kernels.registry` (:func:`register_kernel`, re-exported here),
+which imports nothing of :mod:`fewstep.neurons`: the kernels never import this module back.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
 
 import torch
 
+from ..kernels.registry import _KERNELS, Kernel, register_kernel
 from .functional import NeuronParams, StepOutput, neuron_multistep
 
-# A kernel: (x_seq, params, v0, need_membrane=bool) -> StepOutput, or None if it does not support this call.
-Kernel = Callable[..., StepOutput | None]
-_KERNELS: list[Kernel] = []
 _BUILTINS_LOADED = False
-
-
-def register_kernel(kernel: Kernel) -> Kernel:
-    """Add a fused implementation; it returns ``None`` for calls it does not handle.
-
-    Registering a function with the same module and name again replaces the old one (so a
-    reloaded kernel module does not run twice)."""
-    key = (getattr(kernel, "__module__", None), getattr(kernel, "__qualname__", None))
-    for i, k in enumerate(_KERNELS):
-        if key[1] is not None and (getattr(k, "__module__", None), getattr(k, "__qualname__", None)) == key:
-            _KERNELS[i] = kernel
-            return kernel
-    _KERNELS.append(kernel)
-    return kernel
 
 
 def registered_kernels() -> list[Kernel]:

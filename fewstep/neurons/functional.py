@@ -20,33 +20,9 @@ The output is :math:`s_t` or, with ``scale_output``, :math:`s_t V_{th}` (spike a
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
-from .surrogate import Surrogate
-
-Scalar = float | torch.Tensor
-
-
-class NeuronParams(NamedTuple):
-    """Parameters of one neuron population (see module docstring)."""
-
-    decay: Scalar = 0.5
-    v_threshold: Scalar = 1.0
-    num_thresholds: int = 1
-    reset: str = "hard"  # "hard" | "soft"
-    v_reset: float = 0.0
-    surrogate: Surrogate = Surrogate()
-    detach_reset: bool = False
-    scale_output: bool = False
-
-
-class StepOutput(NamedTuple):
-    spikes: torch.Tensor
-    # h_t: membrane after charging, before reset; None from a fused kernel run without need_membrane
-    membrane: torch.Tensor | None
-    v: torch.Tensor  # v_t: state carried to the next step
+from ..neuron_params import NeuronParams, Scalar, StepOutput  # noqa: F401  (Scalar: re-exported)
 
 
 def initial_state(x: torch.Tensor, p: NeuronParams) -> torch.Tensor:
