@@ -48,7 +48,10 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "fewstep"
 # The imports that close the circles still there on purpose: (importer, imported, why).
 KNOWN_EDGES: list[tuple[str, str, str]] = [
     # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
-    # torch) builds its neuron module on demand, from the neurons package that re-exports it
+    # torch) builds its neuron module on demand, from the neurons package that re-exports it.
+    # Still open (#18): between subpackages this stays a circle (fewstep.neurons re-exports
+    # NeuronSpec, NeuronSpec.build needs the neuron classes) until NeuronSpec moves into a
+    # fewstep.neurons that exports lazily (as fewstep.infer does), so config can import it torch-free
     ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),
 ]
 
