@@ -30,9 +30,9 @@ from typing import cast
 
 import torch
 
-from .neuron_spec import SURROGATE_NAMES
+from .neuron_names import SURROGATE_NAMES
 
-#: The surrogate names (defined torch-free in :mod:`fewstep.neuron_spec` for recipe validation).
+#: The surrogate names (defined torch-free in :mod:`fewstep.neuron_names` for recipe validation).
 SURROGATES: tuple[str, ...] = SURROGATE_NAMES
 
 DEFAULT_WIDTH = {"rectangle": 0.5, "triangle": 1.0, "sigmoid": 0.25, "arctan": 0.5}

@@ -28,11 +28,12 @@ Circles are looked for twice: between modules, and between *units* (a subpackage
 which imported ``fewstep.infer.cutoff`` for ``plot_cutoff``, while ``fewstep.infer.cli`` imports
 ``fewstep.train.data_feed``).
 
-The circles that remain on purpose are listed in :data:`KNOWN_EDGES` by the one import (or two)
-that closes each, with the reason or the issue that tracks it: with those imports left out the
-graph must have no circle at either level, so any *new* circle fails the test (a new model or
-dataset module registering itself with its registry does not). A listed import that is gone
-fails too, so the list only shrinks.
+No circle remains (#18): the registries' lookups, the kernels' shared pieces, the CLI's shared
+options and the torch-free :class:`~fewstep.neurons.NeuronSpec` each have a module of their own.
+A circle kept on purpose would be listed in :data:`KNOWN_EDGES` by the one import (or two) that
+closes it, with the reason: with those imports left out the graph must have no circle at either
+level, so any *new* circle fails the test (a new model or dataset module registering itself with
+its registry does not). A listed import that is gone fails too, so the list only shrinks.
 
 ``python tests/test_import_graph.py`` prints every circle with the imports that close it.
 """
@@ -46,14 +47,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "fewstep"
 
 # The imports that close the circles still there on purpose: (importer, imported, why).
-KNOWN_EDGES: list[tuple[str, str, str]] = [
-    # the torch-free neuron description (so that fewstep.config and `fewstep recipes` load no
-    # torch) builds its neuron module on demand, from the neurons package that re-exports it.
-    # Still open (#18): between subpackages this stays a circle (fewstep.neurons re-exports
-    # NeuronSpec, NeuronSpec.build needs the neuron classes) until NeuronSpec moves into a
-    # fewstep.neurons that exports lazily (as fewstep.infer does), so config can import it torch-free
-    ("fewstep.neuron_spec", "fewstep.neurons.spec", "NeuronSpec.build loads the neuron classes on first use"),
-]
+KNOWN_EDGES: list[tuple[str, str, str]] = []  # none left (#18): the mechanism stays for a circle kept on purpose
 
 
 def module_names(root: Path = PACKAGE_DIR) -> dict[str, Path]:

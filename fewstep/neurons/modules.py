@@ -321,3 +321,7 @@ def set_step_mode(model: nn.Module, step_mode: str) -> None:
 def spiking_neurons(model: nn.Module) -> list[tuple[str, SpikingNeuron]]:
     """All spiking neurons of ``model`` with their qualified names, in forward order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+#: ``neuron.kind`` -> neuron class; its keys are :data:`fewstep.neuron_names.NEURON_KIND_NAMES`.
+NEURON_KINDS: dict[str, type[SpikingNeuron]] = {"if": IF, "lif": LIF, "plif": PLIF, "mtlif": MTLIF}
