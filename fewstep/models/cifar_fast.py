@@ -53,6 +53,16 @@ DEFAULT_WIDTHS = (32, 64, 128, 256)
 DEFAULT_WHITEN_EPS = 5e-4  # airbench's, for inputs normalised per channel
 
 
+def _whitening_width_problem(out_channels: int, in_channels: int, kernel_size: int) -> str | None:
+    """Why ``out_channels`` whitening filters cannot be made (``None`` if they can): two signs of at
+    most ``in_channels * k * k`` patch directions."""
+    dim = in_channels * kernel_size * kernel_size
+    if out_channels % 2 or not 2 <= out_channels <= 2 * dim:
+        return (f"whitening needs an even stem width between 2 and {2 * dim} (two signs of at most {dim} "
+                f"directions of {in_channels}x{kernel_size}x{kernel_size} patches), got {out_channels}")
+    return None
+
+
 @torch.no_grad()
 def whitening_filters(images: torch.Tensor, out_channels: int, kernel_size: int = 3,
                       eps: float = DEFAULT_WHITEN_EPS, chunk: int = 512) -> torch.Tensor:
@@ -75,9 +85,9 @@ def whitening_filters(images: torch.Tensor, out_channels: int, kernel_size: int 
         raise ValueError(f"whitening_filters needs images [N, C, H, W], got shape {tuple(images.shape)}")
     n, c, h, w = images.shape
     dim = c * kernel_size * kernel_size
-    if out_channels % 2 or not 2 <= out_channels <= 2 * dim:
-        raise ValueError(f"whitening needs an even stem width between 2 and {2 * dim} (two signs of at most "
-                         f"{dim} directions of {c}x{kernel_size}x{kernel_size} patches), got {out_channels}")
+    problem = _whitening_width_problem(out_channels, c, kernel_size)
+    if problem:
+        raise ValueError(problem)
     if n == 0 or h < kernel_size or w < kernel_size:
         raise ValueError(f"whitening needs at least one image of at least {kernel_size}x{kernel_size}, "
                          f"got shape {tuple(images.shape)}")
@@ -150,10 +160,10 @@ class CifarFast(SpikingModel):
         self.whiten, self.whiten_eps = whiten, float(whiten_eps)
         stem_conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])
         if whiten:
-            dim = stem_conv.in_channels * 9
-            if stem_conv.out_channels % 2 or stem_conv.out_channels > 2 * dim:
-                raise ConfigError("model.options.widths", f"whiten = true needs an even stem width (widths[0]) of at "
-                                                          f"most {2 * dim}, got {stem_conv.out_channels}")
+            problem = _whitening_width_problem(stem_conv.out_channels, stem_conv.in_channels,
+                                               stem_conv.kernel_size[0])
+            if problem:
+                raise ConfigError("model.options.widths", f"whiten = true: {problem} (widths[0] is the stem width)")
             if kind != "converted":  # frozen, as in airbench; the converted SNN gets them folded with BN
                 stem_conv.weight.requires_grad_(False)
 
