@@ -171,7 +171,11 @@ def _mins(s: float | None) -> str:
 
 
 def table(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = [f"cifar10-jpeg (lossy JPEG copy of CIFAR-10; 45,000 train / 5,000 val / 10,000 test, test scored once); "
+    # A sweep run with recipe overrides (a reduced slice, fewer epochs) says so in its header.
+    overrides = meta.get("overrides") or []
+    split = (f"every run with --set {'; '.join(overrides)}" if overrides
+             else "45,000 train / 5,000 val / 10,000 test")
+    lines = [f"cifar10-jpeg (lossy JPEG copy of CIFAR-10; {split}; test scored once); "
              f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}; {meta['date_utc']}", "",
              "| row | seed | test accuracy % at t = 1 / ... / T | val % at T | epochs | wall min | "
              "energy / sample (uJ) | ANN/SNN | command |", "|---|---|---|---|---|---|---|---|---|"]
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     meta = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "load_before": os.getloadavg()}
+            "torch": torch.__version__, "load_before": os.getloadavg(), "overrides": list(args.set)}
     try:
         meta["cpu"] = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                            if ln.startswith("model name"))

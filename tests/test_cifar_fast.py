@@ -167,6 +167,7 @@ def test_benchmark_runs_every_row_and_resumes(jpeg_root, tmp_path):
     assert cut["eps_chosen_on_val"] == cut["val_operating_point"]["eps"]
     md = (tmp_path / "results.md").read_text()
     assert "cifar10-fast-lif-t2" in md and "Softmax cutoff" in md
+    assert "every run with --set" in md and "model.options.widths=[8, 8, 16, 16]" in md.splitlines()[0]
     mtime = (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns
     again = bench.main(argv)
     assert (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns == mtime  # finished runs are reused
