@@ -1,4 +1,4 @@
-"""Helpers the accuracy benchmarks share: statistics over seeds, percent formatting, recipe
+"""Helpers the accuracy benchmarks share: the CPU's name, statistics over seeds, percent formatting, recipe
 override strings, an append-only log file, and the set-up, run loop and write-out of a sweep of runs.
 
 The scripts run as ``python benchmarks/<name>.py`` (this folder is then on ``sys.path``) or are
@@ -17,6 +17,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (else what :mod:`platform` knows), for table headers."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def mean_std(values: Sequence[float | None]) -> dict[str, Any]:

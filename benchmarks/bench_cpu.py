@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
 
 import torch
-from bench_common import snntorch_lif, spikingjelly_lif
+from bench_common import cpu_name, snntorch_lif, spikingjelly_lif
 from torch import nn
 
 SIZES = {"1M": 1 << 20, "4M": 1 << 22}
@@ -490,16 +490,6 @@ def table(meta: dict, fl: dict, neurons: list[dict], nets: list[dict], e2e: dict
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1M neurons, T = 2, the MNIST network only, 5 repetitions")
@@ -535,7 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tuned = tune_allocator() if args.allocator == "tuned" else False
     torch.manual_seed(0)
-    meta = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": _cpu_name(),
+    meta = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
             "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "load_before": " ".join(f"{v:.2f}" for v in os.getloadavg()), "command": " ".join(sys.argv),
             "allocator": "tuned (every system)" if tuned else "glibc default"}

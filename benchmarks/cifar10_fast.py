@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+
+from bench_common import cpu_name  # noqa: E402
 
 ROWS = ("conversion", "mtlif", "lif", "stcb", "stcb-surrogate", "anytime")
 ANYTIME = ("tet", "tet-str")
@@ -246,13 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     meta = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "load_before": os.getloadavg(), "overrides": list(args.set)}
-    try:
-        meta["cpu"] = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                           if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     results = []
     for seed in args.seeds:
         for row in args.rows:

@@ -17,7 +17,7 @@ from fewstep.convert.factors import LayerFactors
 from fewstep.errors import ConfigError
 from fewstep.layers import BatchNorm2d
 from fewstep.models import build_model
-from fewstep.models.cifar_fast import fold_batchnorm, whitening_filters
+from fewstep.models.cifar_fast import HeadScale, fold_batchnorm, whitening_filters
 from fewstep.models.dnn import ClippedReLU, ConvertedIF
 from fewstep.neurons import MTLIF, NeuronSpec
 from fewstep.train import train
@@ -103,6 +103,44 @@ def test_convert_folds_the_batch_norms_into_a_loadable_snn():
                              widths=[8, 8, 16, 16])
     registered.load_state_dict(snn.state_dict())  # strict
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in dnn.modules())  # the DNN itself is untouched
+
+
+def test_head_scale_multiplies_the_logits_and_is_checked():
+    torch.manual_seed(2)
+    plain = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16])
+    scaled = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16],
+                         head_scale=0.125)
+    missing, unexpected = scaled.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == [f"body.{len(scaled.body) - 1}.3.scale"] and not unexpected  # the factor is part of the state
+    plain.eval(), scaled.eval()
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(scaled(x), plain(x) * 0.125)
+    with pytest.raises(RuntimeError, match="scale"):  # a scaled checkpoint never loads silently without it
+        plain.load_state_dict(scaled.state_dict())
+    for bad in (0.0, -1.0, float("inf"), True, "0.1"):
+        with pytest.raises(ConfigError, match="head_scale"):
+            build_model("cifar_fast", num_classes=10, input_shape=(3, 32, 32), timesteps=2, head_scale=bad)
+
+
+def test_convert_folds_the_head_scale_into_the_read_out():
+    torch.manual_seed(3)
+    dnn = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16],
+                      head_scale=1 / 9).eval()
+    n_layers = sum(isinstance(m, ClippedReLU) for m in dnn.modules())
+    factors = [LayerFactors(f"layer{i}", "max", 2, mu=4.0, a=1.0, b=1.0, error=0.0) for i in range(n_layers)]
+    snn = convert(dnn, factors, timesteps=2)
+    assert not any(isinstance(m, HeadScale) for m in snn.modules())
+    torch.testing.assert_close(snn.body[-1][2].weight, dnn.body[-1][2].weight / 9)
+    torch.testing.assert_close(snn.body[-1][2].bias, dnn.body[-1][2].bias / 9)
+    x = torch.rand(4, 3, 32, 32)
+    unfolded = copy.deepcopy(dnn)
+    unfolded.body[-1][3] = torch.nn.Identity()
+    reference = convert(unfolded, factors, timesteps=2)
+    torch.testing.assert_close(snn(x), reference(x) / 9, rtol=1e-4, atol=1e-6)  # same spikes, logits / 9
+    for opts in ({}, {"head_scale": 1 / 9}):  # the fine-tuning recipe needs no head_scale; the DNN's options load too
+        registered = build_model("cifar_fast_converted", num_classes=10, input_shape=(3, 32, 32), timesteps=2,
+                                 widths=[8, 8, 16, 16], **opts)
+        registered.load_state_dict(snn.state_dict())  # strict
 
 
 TINY = ["data.val_size=40", "data.batch_size=32", "data.eval_batch_size=64", "train.epochs=1", "train.warmup_epochs=0"]

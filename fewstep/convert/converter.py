@@ -3,7 +3,8 @@
 :func:`convert` replaces every clipped ReLU of a DNN by a :class:`~fewstep.models.dnn.ConvertedIF`
 with ``V = a * mu`` and ``A = b * V``; every other weight is shared unchanged (no weight
 normalisation: the spike amplitude carries the activation scale), except that the batch norms
-of a DNN trained with them (``cifar_fast_dnn``) are first folded into their convolutions. :func:`convert_checkpoint` is
+of a DNN trained with them (``cifar_fast_dnn``) are first folded into their convolutions (and its
+fixed logit factor, ``head_scale``, into the read-out). :func:`convert_checkpoint` is
 ``fewstep convert``: it writes one normal fewstep checkpoint per method, whose recipe names the
 registered ``*_converted`` model, so ``fewstep eval`` evaluates it and ``fewstep train <recipe>
 --set train.init_checkpoint=PATH`` fine-tunes it.
@@ -47,10 +48,12 @@ def convert(dnn: nn.Module, factors: Sequence[LayerFactors], timesteps: int | No
     ``V = factors[i].a * mu``, ``b = factors[i].b``, the factors' initial membrane and leak 1; ``timesteps`` sets a
     :class:`~fewstep.models.SpikingModel`'s steps of direct encoding. Returned in eval mode."""
     snn = copy.deepcopy(dnn).eval()
-    if any(isinstance(m, nn.BatchNorm2d) for m in snn.modules()):
-        from ..models.cifar_fast import fold_batchnorm
+    from ..models.cifar_fast import HeadScale, fold_batchnorm, fold_head_scale
 
+    if any(isinstance(m, nn.BatchNorm2d) for m in snn.modules()):
         fold_batchnorm(snn)  # a DNN trained with BN: its SNN has the BN folded into the convs
+    if any(isinstance(m, HeadScale) for m in snn.modules()):
+        fold_head_scale(snn)  # and a fixed logit factor folded into the read-out
     layers = clipped_relus(snn)
     if len(layers) != len(factors):
         raise ValueError(f"{len(factors)} factors for {len(layers)} clipped-ReLU layers")

@@ -7,7 +7,7 @@ image and step)::
     stem   conv3x3(3 -> w0) -> BN                                  (stateless: once per image)
     body   act
            3 x [ conv3x3 -> BN -> maxpool 2 -> act -> conv3x3 -> BN -> act ]   (w0->w1->w2->w3)
-           flatten -> dropout -> linear(w3 x 4 x 4 -> classes)
+           flatten -> dropout -> linear(w3 x 4 x 4 -> classes) [-> x head_scale]
 
 Pooling sits between BN and the activation, so the neurons of each block's first conv run at a
 quarter of its resolution, and a BN folds into the conv before it across nothing.
@@ -22,6 +22,13 @@ quarter of its resolution, and a BN folds into the conv before it across nothing
   are then frozen in the DNN and the direct SNN (the BN after them still learns); the converted
   SNN receives them folded with that BN, as ordinary trainable weights. The engine calls
   :meth:`CifarFast.init_from_data` (see :func:`fewstep.train.engine.initialise_from_data`).
+* ``head_scale`` (any form, default 1): a fixed factor on the logits, airbench's output scaling.
+  The read-out sees ``w3 x 4 x 4`` flattened activations (4,096 at the default widths), so one SGD
+  step on its weights moves the logits by ``lr x |a|^2`` times the gradient: at lr 0.1 the short
+  warm-up blew the loss up above chance. Scaling the logits by ``s`` divides that step by ``s^2``
+  (the same as a read-out learning rate ``s^2 x lr``) and leaves the rest of the network (BN,
+  scale-free) as it was. :func:`fold_head_scale` multiplies it into the read-out's weights for the
+  converted SNN, whose slot then holds ``nn.Identity``.
 * ``cifar_fast_converted`` (its SNN): the same layers with each BN folded into the conv before it
   (the BN slots hold ``nn.Identity`` so parameter names line up) and every clipped ReLU a
   :class:`~fewstep.models.dnn.ConvertedIF`. :func:`fold_batchnorm` does the folding;
@@ -47,7 +54,7 @@ from .dnn import DEFAULT_SURROGATE_GAIN, ClippedReLU, _activation
 from .registry import register_model
 from .vgg import check_head_options, scale_channels
 
-__all__ = ["CifarFast", "cifar_fast_layers", "fold_batchnorm", "whitening_filters"]
+__all__ = ["CifarFast", "HeadScale", "cifar_fast_layers", "fold_batchnorm", "fold_head_scale", "whitening_filters"]
 
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 DEFAULT_WHITEN_EPS = 5e-4  # airbench's, for inputs normalised per channel
@@ -108,11 +115,35 @@ def whitening_filters(images: torch.Tensor, out_channels: int, kernel_size: int 
     return filters.to(images.dtype if images.is_floating_point() else torch.float32)
 
 
+class HeadScale(nn.Module):
+    """Multiply the logits by a fixed ``scale`` (kept as a buffer, so a checkpoint trained with one
+    does not load silently into a model without it). A free operation: it folds into the linear
+    read-out before it (:func:`fold_head_scale`)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={float(self.scale):g}"
+
+
+def _check_head_scale(head_scale: object) -> float:
+    if isinstance(head_scale, bool) or not isinstance(head_scale, (int, float)) or not (
+            math.isfinite(head_scale) and head_scale > 0):
+        raise ConfigError("model.options.head_scale", f"must be a finite number > 0, got {head_scale!r}")
+    return float(head_scale)
+
+
 def cifar_fast_layers(input_shape: tuple[int, ...], num_classes: int, act: Callable[[], nn.Module], *,
                       widths: Sequence[int] = DEFAULT_WIDTHS, width_mult: float = 1.0, bn: bool = True,
-                      dropout: float = 0.0) -> tuple[nn.Module, nn.Module]:
+                      dropout: float = 0.0, head_scale: float = 1.0) -> tuple[nn.Module, nn.Module]:
     """``(stem, body)``; ``width_mult`` scales ``widths``; ``bn=False`` puts ``nn.Identity`` in every BN
-    slot and biases in the convs."""
+    slot and biases in the convs, and (with ``head_scale != 1``) in the head-scale slot: the
+    converted SNN, whose read-out carries the folded factor."""
     if len(input_shape) != 3:
         raise ConfigError("model.input_shape", f"needs (C, H, W), got {input_shape}")
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
@@ -124,6 +155,7 @@ def cifar_fast_layers(input_shape: tuple[int, ...], num_classes: int, act: Calla
     if h < 8 or w < 8:
         raise ConfigError("model.input_shape", f"{h}x{w} is too small for three 2x2 pools (needs >= 8x8)")
     check_head_options(dropout=dropout)
+    head_scale = _check_head_scale(head_scale)
 
     def conv(c_in: int, c_out: int) -> nn.Conv2d:
         return nn.Conv2d(c_in, c_out, 3, padding=1, bias=not bn)
@@ -138,7 +170,10 @@ def cifar_fast_layers(input_shape: tuple[int, ...], num_classes: int, act: Calla
                    TimeFold(conv(c_out, c_out), norm(c_out)), act()]
     # Flatten (not global pooling): the read-out then takes spikes, so it accumulates (SOPs) in the
     # SNNs, and it is linear, so a conversion maps it exactly.
-    layers.append(TimeFold(nn.Flatten(), Dropout(dropout), nn.Linear(widths[-1] * (h // 8) * (w // 8), num_classes)))
+    head: list[nn.Module] = [nn.Flatten(), Dropout(dropout), nn.Linear(widths[-1] * (h // 8) * (w // 8), num_classes)]
+    if head_scale != 1.0:  # no slot at 1: the state dicts of models without it are unchanged
+        head.append(HeadScale(head_scale) if bn else nn.Identity())
+    layers.append(TimeFold(*head))
     return stem, nn.Sequential(*layers)
 
 
@@ -178,6 +213,26 @@ class CifarFast(SpikingModel):
 
 
 @torch.no_grad()
+def fold_head_scale(model: nn.Module) -> nn.Module:
+    """Multiply every :class:`HeadScale` that directly follows an ``nn.Linear`` in a ``Sequential``
+    into that linear's weight and bias, and put ``nn.Identity`` in its place. In place; returns
+    ``model``, which computes the same function."""
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            linear, scale = seq._modules[a], seq._modules[b]
+            if not (isinstance(linear, nn.Linear) and isinstance(scale, HeadScale)):
+                continue
+            linear.weight.mul_(scale.scale)
+            if linear.bias is not None:
+                linear.bias.mul_(scale.scale)
+            seq._modules[b] = nn.Identity()
+    return model
+
+
+@torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` in a ``Sequential``
     into that conv (weight scaled by ``gamma / sigma``, bias ``beta - mean gamma / sigma``), and put
@@ -211,9 +266,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
-    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init", "whiten", "whiten_eps"} - extra
+    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init", "whiten", "whiten_eps", "head_scale"} - extra
     if unknown:
-        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout, whiten, whiten_eps "
+        raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout, whiten, whiten_eps, "
+                                           f"head_scale "
                                            f"(mu_init for the DNN and its SNN, surrogate_gain for the converted "
                                            f"SNN); got {sorted(unknown)}")
     return {k: v for k, v in kw.items() if k not in ("mu_init", *extra)}
@@ -223,7 +279,7 @@ def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
 def cifar_fast(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron: NeuronSpec,
                **kw) -> CifarFast:
     """The directly trained SNN. Options: ``widths`` (four channel counts), ``width_mult``, ``dropout``,
-    ``whiten`` (patch-whitening stem), ``whiten_eps``."""
+    ``whiten`` (patch-whitening stem), ``whiten_eps``, ``head_scale`` (fixed logit factor)."""
     return CifarFast(input_shape, num_classes, timesteps, "snn", neuron.build, **_opts(kw))
 
 
@@ -231,7 +287,7 @@ def cifar_fast(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int
 def cifar_fast_dnn(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                    **kw) -> CifarFast:
     """The DNN for conversion (clipped ReLUs, BN). Options: ``widths``, ``width_mult``, ``dropout``, ``mu_init``,
-    ``whiten``, ``whiten_eps``."""
+    ``whiten``, ``whiten_eps``, ``head_scale``."""
     mu = float(kw.get("mu_init", 4.0))
     if not mu > 0:
         raise ConfigError("model.options.mu_init", f"must be > 0, got {mu}")
@@ -241,7 +297,8 @@ def cifar_fast_dnn(*, num_classes: int, input_shape: tuple[int, ...], timesteps:
 @register_model("cifar_fast_converted")
 def cifar_fast_converted(*, num_classes: int, input_shape: tuple[int, ...], timesteps: int, neuron=None,
                          **kw) -> CifarFast:
-    """The SNN of ``cifar_fast_dnn``: BN folded into the convs, ConvertedIF neurons (same options, plus
-    ``surrogate_gain``: 2, the default, is Datta and Beerel's derivative 1; 1 is the unit-area rectangle)."""
+    """The SNN of ``cifar_fast_dnn``: BN folded into the convs, ``head_scale`` into the read-out,
+    ConvertedIF neurons (same options, plus ``surrogate_gain``: 2, the default, is Datta and Beerel's
+    derivative 1; 1 is the unit-area rectangle)."""
     act = _activation(True, 1.0, kw.get("surrogate_gain", DEFAULT_SURROGATE_GAIN))  # checks the gain
     return CifarFast(input_shape, num_classes, timesteps, "converted", act, **_opts(kw, frozenset({"surrogate_gain"})))
