@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every run (e.g. data.train_limit=500 for a smoke run)")
     ap.add_argument("--table-from", type=Path, nargs="+", default=None, metavar="RESULTS_JSON",
-                    help="print the table of earlier runs' results.json files (merged) and exit; trains nothing")
+                    help="print the tables of earlier runs' results.json files (one per file, each with its own "
+                         "header) and exit; trains nothing")
     args = ap.parse_args(argv)
     if args.table_from:
         payloads = []
@@ -241,9 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise SystemExit(f"{p}: cannot read a results.json ({exc})") from None
             if not isinstance(payloads[-1], dict) or not {"meta", "results"} <= payloads[-1].keys():
                 raise SystemExit(f"{p}: not a cifar10_fast.py results.json (needs 'meta' and 'results')")
-        merged = [r for p in payloads for r in p["results"]]
-        print(table(merged, payloads[0]["meta"]))
-        return {"meta": payloads[0]["meta"], "results": merged}
+        # One table per file, each under its own header: sweeps of different settings (CPU, date,
+        # --set overrides) are never labelled with the first file's.
+        print("\n\n".join(table(p["results"], p["meta"]) for p in payloads))
+        return {"meta": payloads[0]["meta"], "metas": [p["meta"] for p in payloads],
+                "results": [r for p in payloads for r in p["results"]]}
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 

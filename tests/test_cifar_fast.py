@@ -244,6 +244,28 @@ def test_table_from_rejects_a_missing_or_foreign_file(tmp_path):
         bench.main(["--table-from", str(tmp_path / "other.json")])
 
 
+def test_table_from_gives_each_file_its_own_header(tmp_path, capsys):
+    """Sweeps of different settings keep their own CPU, date and overrides when rendered together."""
+    import json
+
+    from benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("cifar10_fast")
+    metas = [{"cpu": "cpu A", "threads": 2, "torch": "t", "date_utc": "2026-12-03", "overrides": []},
+             {"cpu": "cpu B", "threads": 1, "torch": "t", "date_utc": "2026-12-07", "overrides": ["train.epochs=3"]}]
+    paths = []
+    for i, meta in enumerate(metas):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps({"meta": meta, "results": []}))
+    out = bench.main(["--table-from", *map(str, paths)])
+    printed = capsys.readouterr().out
+    assert out["metas"] == metas
+    headers = [line for line in printed.splitlines() if line.startswith("cifar10-jpeg")]
+    assert len(headers) == 2
+    assert "45,000 train" in headers[0] and "cpu A, 2 threads" in headers[0] and "2026-12-03" in headers[0]
+    assert "every run with --set train.epochs=3" in headers[1] and "cpu B, 1 threads" in headers[1]
+
+
 def test_whitening_filters_decorrelate_the_leading_patch_directions():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.avg_pool2d(torch.randn(200, 3, 16, 16, generator=g), 3, 1, 1) * 3  # correlated pixels
