@@ -120,6 +120,8 @@ class HeadScale(nn.Module):
     does not load silently into a model without it). A free operation: it folds into the linear
     read-out before it (:func:`fold_head_scale`)."""
 
+    scale: torch.Tensor  # the buffer
+
     def __init__(self, scale: float) -> None:
         super().__init__()
         self.register_buffer("scale", torch.tensor(float(scale)))
