@@ -48,12 +48,10 @@ def convert(dnn: nn.Module, factors: Sequence[LayerFactors], timesteps: int | No
     ``V = factors[i].a * mu``, ``b = factors[i].b``, the factors' initial membrane and leak 1; ``timesteps`` sets a
     :class:`~fewstep.models.SpikingModel`'s steps of direct encoding. Returned in eval mode."""
     snn = copy.deepcopy(dnn).eval()
-    from ..models.cifar_fast import HeadScale, fold_batchnorm, fold_head_scale
+    from ..models.cifar_fast import fold_batchnorm, fold_head_scale
 
-    if any(isinstance(m, nn.BatchNorm2d) for m in snn.modules()):
-        fold_batchnorm(snn)  # a DNN trained with BN: its SNN has the BN folded into the convs
-    if any(isinstance(m, HeadScale) for m in snn.modules()):
-        fold_head_scale(snn)  # and a fixed logit factor folded into the read-out
+    fold_batchnorm(snn)  # a DNN trained with BN: its SNN has the BN folded into the convs (else nothing)
+    fold_head_scale(snn)  # and a fixed logit factor folded into the read-out (else nothing)
     layers = clipped_relus(snn)
     if len(layers) != len(factors):
         raise ValueError(f"{len(factors)} factors for {len(layers)} clipped-ReLU layers")

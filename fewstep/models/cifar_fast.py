@@ -214,24 +214,35 @@ class CifarFast(SpikingModel):
         conv.weight.copy_(whitening_filters(images, conv.out_channels, conv.kernel_size[0], self.whiten_eps))
 
 
-@torch.no_grad()
-def fold_head_scale(model: nn.Module) -> nn.Module:
-    """Multiply every :class:`HeadScale` that directly follows an ``nn.Linear`` in a ``Sequential``
-    into that linear's weight and bias, and put ``nn.Identity`` in its place. In place; returns
-    ``model``, which computes the same function."""
+def _fold_pairs(model: nn.Module, first: type[nn.Module], second: type[nn.Module],
+                fold: Callable[[nn.Module, nn.Module, str], None]) -> nn.Module:
+    """Call ``fold(a, b, name_of_b)`` for every ``first`` module directly followed by a ``second``
+    module in a ``Sequential`` of ``model``, then put ``nn.Identity`` in ``b``'s place. In place."""
     for seq in model.modules():
         if not isinstance(seq, nn.Sequential):
             continue
         names = list(seq._modules)
         for a, b in zip(names, names[1:]):
-            linear, scale = seq._modules[a], seq._modules[b]
-            if not (isinstance(linear, nn.Linear) and isinstance(scale, HeadScale)):
-                continue
-            linear.weight.mul_(scale.scale)
-            if linear.bias is not None:
-                linear.bias.mul_(scale.scale)
-            seq._modules[b] = nn.Identity()
+            mod_a, mod_b = seq._modules[a], seq._modules[b]
+            if isinstance(mod_a, first) and isinstance(mod_b, second):
+                fold(mod_a, mod_b, b)
+                seq._modules[b] = nn.Identity()
     return model
+
+
+def _fold_scale_into_linear(linear: nn.Module, head: nn.Module, _name: str) -> None:
+    linear, head = cast(nn.Linear, linear), cast(HeadScale, head)
+    linear.weight.mul_(head.scale)
+    if linear.bias is not None:
+        linear.bias.mul_(head.scale)
+
+
+@torch.no_grad()
+def fold_head_scale(model: nn.Module) -> nn.Module:
+    """Multiply every :class:`HeadScale` that directly follows an ``nn.Linear`` in a ``Sequential``
+    into that linear's weight and bias, and put ``nn.Identity`` in its place. In place; returns
+    ``model``, which computes the same function."""
+    return _fold_pairs(model, nn.Linear, HeadScale, _fold_scale_into_linear)
 
 
 @torch.no_grad()
@@ -240,31 +251,26 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     into that conv (weight scaled by ``gamma / sigma``, bias ``beta - mean gamma / sigma``), and put
     ``nn.Identity`` in its place. In place; returns ``model``. The folded model computes the same
     function as the original in eval mode."""
-    for seq in model.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
-                continue
-            if bn.running_mean is None:
-                raise ValueError(f"cannot fold {b}: a BatchNorm2d without running statistics")
-            scale = (cast(torch.Tensor, bn.running_var) + bn.eps).rsqrt()  # tracked with running_mean
-            if bn.affine:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.affine:
-                shift = shift + bn.bias
-            weight = conv.weight * scale.view(-1, 1, 1, 1)
-            bias = shift if conv.bias is None else conv.bias * scale + shift
-            conv.weight.copy_(weight)
-            if conv.bias is None:
-                conv.bias = nn.Parameter(bias.clone())
-            else:
-                conv.bias.copy_(bias)
-            seq._modules[b] = nn.Identity()
-    return model
+    return _fold_pairs(model, nn.Conv2d, nn.BatchNorm2d, _fold_bn_into_conv)
+
+
+def _fold_bn_into_conv(conv: nn.Module, bn: nn.Module, name: str) -> None:
+    conv, bn = cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)
+    if bn.running_mean is None:
+        raise ValueError(f"cannot fold {name}: a BatchNorm2d without running statistics")
+    scale = (cast(torch.Tensor, bn.running_var) + bn.eps).rsqrt()  # tracked with running_mean
+    if bn.affine:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        shift = shift + bn.bias
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    conv.weight.copy_(weight)
+    if conv.bias is None:
+        conv.bias = nn.Parameter(bias.clone())
+    else:
+        conv.bias.copy_(bias)
 
 
 def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
