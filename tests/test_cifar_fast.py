@@ -310,3 +310,22 @@ def test_whitened_stem_comes_from_the_training_images_and_stays_frozen(jpeg_root
     converted = load_checkpoint(ckpt)["model"]["stem.0.weight"]
     tuned = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]["stem.0.weight"]
     assert converted.shape == tuned.shape == (8, 3, 3, 3) and not torch.equal(converted, tuned)
+
+
+def test_head_scale_probe_runs_any_cifar_fast_recipe(jpeg_root, tmp_path, capsys):
+    """The warm-up probe on a direct SNN recipe: every first-epoch step's loss (the engine's
+    ``on_step``), the validation accuracy after each epoch, and the factor reaches the model."""
+    from benchmark_scripts import is_fraction, load_benchmark
+
+    probe = load_benchmark("cifar10_head_scale_probe")
+    rows = probe.main(["--data-root", str(jpeg_root), "--recipe", "cifar10-fast-lif-t2", "--head-scales", "1", "0.25",
+                       "--train-limit", "240", "--val-size", "40", "--epochs", "2", "--out", str(tmp_path),
+                       "--set", "data.batch_size=16", "--set", "model.options.widths=[8, 8, 16, 16]"])
+    assert [r["head_scale"] for r in rows] == [1.0, 0.25]
+    for r in rows:
+        assert len(r["warmup_losses"]) == 2  # 200 training images / 16 = 13 steps: chunks of 10 and 3
+        assert all(0.0 < v < 20.0 for v in r["warmup_losses"])
+        assert len(r["val"]) == 2 and all(is_fraction(v) for v in r["val"])
+    assert rows[0]["warmup_losses"][0] != rows[1]["warmup_losses"][0]  # same seed and data: only the factor differs
+    out = capsys.readouterr().out
+    assert "cifar10-fast-lif-t2, 200 training / 40 validation images, 2 epochs" in out and "| 0.25 |" in out

@@ -525,8 +525,11 @@ def training_net(run: TrainingRun) -> nn.Module:
 
 
 def train_one_epoch(run: TrainingRun, net: nn.Module, epoch: int, autocast: contextlib.AbstractContextManager,
-                    bar_factory: Callable) -> dict[str, Any]:
-    """One pass over the training feed; returns the epoch's mean loss, accuracy and last learning rate."""
+                    bar_factory: Callable, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """One pass over the training feed; returns the epoch's mean loss, accuracy and last learning rate.
+
+    ``on_step(i, loss)``, when given, sees every optimizer step's training loss (probes of the warm-up
+    use it); it costs one device sync per step, so the ``fewstep train`` loop leaves it out."""
     recipe, model, optimizer, device = run.recipe, run.model, run.optimizer, run.ctx.device
     t, steps = recipe.train, run.steps_per_epoch
     net.train()
@@ -550,6 +553,8 @@ def train_one_epoch(run: TrainingRun, net: nn.Module, epoch: int, autocast: cont
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().float().mean(0).argmax(-1) == y).sum()
         seen += len(y)
+        if on_step is not None:
+            on_step(i, loss.item())
         if bar is not None:
             bar.update(1)
             if i % 10 == 0 or i == steps - 1:
