@@ -58,8 +58,15 @@ def _run(cmd: list[str], log: Path) -> float:
         fh.flush()
         r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}; see {log}")
+        raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{_last_line(log)}\n(full output: {log})")
     return time.perf_counter() - t0
+
+
+def _last_line(log: Path) -> str:
+    """The last non-empty line of ``log``: the failed command's own one-line error (``fewstep`` prints
+    ``fewstep: error: ...`` last), so the sweep's message says why without opening the log."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "(the command printed nothing)"
 
 
 def _train(recipe: str, out: Path, args, extra: list[str] = ()) -> dict[str, Any]:

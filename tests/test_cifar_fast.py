@@ -215,6 +215,21 @@ def test_benchmark_runs_every_row_and_resumes(jpeg_root, tmp_path):
     assert (tmp_path / "lif-s0" / "report.json").stat().st_mtime_ns == mtime
 
 
+def test_benchmark_names_why_a_run_failed(jpeg_root, tmp_path):
+    """A run the recipe check refuses stops the sweep with that run's own error line, not only a
+    pointer to the log."""
+    from benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("cifar10_fast")
+    argv = ["--rows", "lif", "--data-root", str(jpeg_root), "--out", str(tmp_path),
+            *[a for s in [*TINY[:-1], "train.warmup_epochs=1"] for a in ("--set", s)]]  # 1 warm-up epoch of 1
+    with pytest.raises(SystemExit) as err:
+        bench.main(argv)
+    message = str(err.value)
+    assert "command failed" in message and "train.warmup_epochs" in message and "must be < train.epochs" in message
+    assert str(tmp_path / "log.txt") in message
+
+
 def test_converted_surrogate_gain_option():
     """Datta and Beerel's surrogate (gain 2, derivative 1) by default; gain 1 stays selectable; bad gains are
     config errors naming the option."""
