@@ -222,7 +222,7 @@ def test_benchmark_names_why_a_run_failed(jpeg_root, tmp_path):
 
     bench = load_benchmark("cifar10_fast")
     argv = ["--rows", "lif", "--data-root", str(jpeg_root), "--out", str(tmp_path),
-            *[a for s in [*TINY[:-1], "train.warmup_epochs=1"] for a in ("--set", s)]]  # 1 warm-up epoch of 1
+            *[a for s in [*TINY, "train.warmup_epochs=1"] for a in ("--set", s)]]  # the last --set wins: 1 warm-up epoch of 1
     with pytest.raises(SystemExit) as err:
         bench.main(argv)
     message = str(err.value)
