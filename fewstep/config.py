@@ -70,6 +70,11 @@ class TrainConfig:
     tet_lambda: float = 1e-3
     tet_phi: float = 1.0
     label_smoothing: float = 0.0
+    # airbench's batch-norm treatment (BN-followed convs are scale-free, so what moves the network
+    # is the BN biases): a learning-rate factor for every BatchNorm bias, and BN scales frozen at
+    # their initial value (1 from scratch; the loaded value with init_checkpoint).
+    bn_bias_lr_scale: float = 1.0
+    freeze_bn_weights: bool = False
     seed: int = 0
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     grad_clip: float = 0.0  # max gradient norm (0 = off)
@@ -179,6 +184,7 @@ def _validate(r: Recipe, source: str | None) -> None:
     if not 0 <= t.seed <= SEED_MAX:  # torch.manual_seed takes at most 64 bits
         raise ConfigError("train.seed", f"must be in 0..{SEED_MAX} (2**63 - 1), got {t.seed}", source)
     _positive("train.lr", t.lr, source)
+    _positive("train.bn_bias_lr_scale", t.bn_bias_lr_scale, source)
     for key in ("momentum", "weight_decay", "grad_clip", "warmup_epochs", "tet_lambda", "label_smoothing", "reg_alpha"):
         _positive(f"train.{key}", getattr(t, key), source, allow_zero=True)
     choices = {"train.optimizer": (t.optimizer, ("sgd", "adamw")), "train.schedule": (t.schedule, ("cosine", "constant")),

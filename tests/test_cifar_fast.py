@@ -344,3 +344,40 @@ def test_head_scale_probe_runs_any_cifar_fast_recipe(jpeg_root, tmp_path, capsys
     assert rows[0]["warmup_losses"][0] != rows[1]["warmup_losses"][0]  # same seed and data: only the factor differs
     out = capsys.readouterr().out
     assert "cifar10-fast-lif-t2, 200 training / 40 validation images, 2 epochs" in out and "| 0.25 |" in out
+
+
+def test_dirac_option_starts_each_widening_conv_as_an_identity():
+    torch.manual_seed(0)
+    model = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16],
+                        dirac=True)
+    convs = [m for m in model.body.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6
+    for conv in convs:
+        x = torch.randn(2, conv.in_channels, 6, 6)
+        torch.testing.assert_close(conv(x)[:, : conv.in_channels], x)  # the implicit residual
+        if conv.out_channels > conv.in_channels:  # the rest keep their random start
+            assert conv.weight[conv.in_channels :].abs().sum() > 0
+            assert not torch.equal(conv(x)[:, conv.in_channels :], torch.zeros_like(conv(x)[:, conv.in_channels :]))
+    torch.manual_seed(0)
+    plain = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16])
+    x = torch.randn(2, 8, 6, 6)
+    conv = [m for m in plain.body.modules() if isinstance(m, torch.nn.Conv2d)][0]
+    assert not torch.allclose(conv(x), x)
+    torch.testing.assert_close(plain.stem[0].weight, model.stem[0].weight)  # the stem is not touched
+    with pytest.raises(ConfigError, match="dirac"):
+        build_model("cifar_fast", num_classes=10, input_shape=(3, 32, 32), timesteps=2, dirac="yes")
+
+
+def test_airbench_batch_norm_options_train_end_to_end(jpeg_root, tmp_path):
+    """``train.freeze_bn_weights`` keeps every BN scale at 1 through training and ``bn_bias_lr_scale``
+    trains the shifts; ``model.options.dirac`` travels through the recipe."""
+    opts = ["model.options.dirac=true", "train.freeze_bn_weights=true", "train.bn_bias_lr_scale=64",
+            "train.epochs=2"]
+    recipe = load_recipe("cifar10-fast-dnn", [*_tiny("dnn"), *opts])
+    train(recipe, tmp_path / "dnn", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    state = load_checkpoint(tmp_path / "dnn" / "last.pt")
+    scales = {k: v for k, v in state["model"].items() if k.endswith(".weight") and v.ndim == 1}
+    shifts = {k[: -len("weight")] + "bias": state["model"][k[: -len("weight")] + "bias"] for k in scales}
+    assert len(scales) == 7 and all(torch.equal(v, torch.ones_like(v)) for v in scales.values())
+    assert all(v.abs().sum() > 0 for v in shifts.values())
+    assert [g["lr_scale"] for g in state["optimizer"]["param_groups"]] == [1.0, 1.0, 64.0]

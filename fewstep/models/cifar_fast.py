@@ -22,6 +22,10 @@ quarter of its resolution, and a BN folds into the conv before it across nothing
   are then frozen in the DNN and the direct SNN (the BN after them still learns); the converted
   SNN receives them folded with that BN, as ordinary trainable weights. The engine calls
   :meth:`CifarFast.init_from_data` (see :func:`fewstep.train.engine.initialise_from_data`).
+* ``dirac = true`` (any form): every body conv whose output is at least as wide as its input
+  starts as an identity on its first ``c_in`` output channels (``torch.nn.init.dirac_``) and keeps
+  its default random initialisation on the rest, airbench's implicit residual: the signal passes
+  through a fresh network unchanged. An initialisation only; the converted SNN loads trained weights.
 * ``head_scale`` (any form, default 1): a fixed factor on the logits, airbench's output scaling.
   The read-out sees ``w3 x 4 x 4`` flattened activations (4,096 at the default widths), so one SGD
   step on its weights moves the logits by ``lr x |a|^2`` times the gradient: at lr 0.1 the short
@@ -54,7 +58,8 @@ from .dnn import DEFAULT_SURROGATE_GAIN, ClippedReLU, _activation
 from .registry import register_model
 from .vgg import check_head_options, scale_channels
 
-__all__ = ["CifarFast", "HeadScale", "cifar_fast_layers", "fold_batchnorm", "fold_head_scale", "whitening_filters"]
+__all__ = ["CifarFast", "HeadScale", "cifar_fast_layers", "dirac_init", "fold_batchnorm", "fold_head_scale",
+           "whitening_filters"]
 
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 DEFAULT_WHITEN_EPS = 5e-4  # airbench's, for inputs normalised per channel
@@ -185,7 +190,7 @@ class CifarFast(SpikingModel):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, timesteps: int, kind: str,
                  act: Callable[[], nn.Module], *, whiten: bool = False, whiten_eps: float = DEFAULT_WHITEN_EPS,
-                 **options) -> None:
+                 dirac: bool = False, **options) -> None:
         super().__init__(input_shape, num_classes, timesteps)
         self.kind = kind
         self.spiking = kind != "dnn"  # what fewstep.convert and the energy count read
@@ -195,6 +200,11 @@ class CifarFast(SpikingModel):
         if not (isinstance(whiten_eps, (int, float)) and math.isfinite(whiten_eps) and whiten_eps > 0):
             raise ConfigError("model.options.whiten_eps", f"must be a finite number > 0, got {whiten_eps!r}")
         self.whiten, self.whiten_eps = whiten, float(whiten_eps)
+        if not isinstance(dirac, bool):
+            raise ConfigError("model.options.dirac", f"must be true or false, got {dirac!r}")
+        self.dirac = dirac
+        if dirac:
+            dirac_init(self.body)
         stem_conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])
         if whiten:
             problem = _whitening_width_problem(stem_conv.out_channels, stem_conv.in_channels,
@@ -212,6 +222,18 @@ class CifarFast(SpikingModel):
             return
         conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])
         conv.weight.copy_(whitening_filters(images, conv.out_channels, conv.kernel_size[0], self.whiten_eps))
+
+
+@torch.no_grad()
+def dirac_init(module: nn.Module) -> int:
+    """Set the first ``in_channels`` output filters of every 2-d convolution in ``module`` that is at
+    least as wide out as in to the identity (the rest keep their values); returns how many convs."""
+    count = 0
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d) and conv.out_channels >= conv.in_channels and conv.groups == 1:
+            nn.init.dirac_(conv.weight[: conv.in_channels])
+            count += 1
+    return count
 
 
 def _fold_pairs(model: nn.Module, first: type[nn.Module], second: type[nn.Module],
@@ -274,10 +296,11 @@ def _fold_bn_into_conv(conv: nn.Module, bn: nn.Module, name: str) -> None:
 
 
 def _opts(kw: dict, extra: frozenset[str] = frozenset()) -> dict:
-    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init", "whiten", "whiten_eps", "head_scale"} - extra
+    unknown = set(kw) - {"widths", "width_mult", "dropout", "mu_init", "whiten", "whiten_eps", "head_scale",
+                         "dirac"} - extra
     if unknown:
         raise ConfigError("model.options", f"cifar_fast models take widths, width_mult, dropout, whiten, whiten_eps, "
-                                           f"head_scale "
+                                           f"head_scale, dirac "
                                            f"(mu_init for the DNN and its SNN, surrogate_gain for the converted "
                                            f"SNN); got {sorted(unknown)}")
     return {k: v for k, v in kw.items() if k not in ("mu_init", *extra)}

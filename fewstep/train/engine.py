@@ -92,18 +92,46 @@ def make_model(recipe: Recipe, splits: DatasetSplits) -> nn.Module:
         raise ConfigError("model.options", f"model {m.name!r} rejected its options: {exc}") from None
 
 
+def batchnorm_biases(model: nn.Module) -> list[nn.Parameter]:
+    """The bias of every affine batch norm in ``model``."""
+    return [m.bias for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(m.bias, nn.Parameter)]
+
+
+def freeze_batchnorm_weights(model: nn.Module) -> int:
+    """Stop training the scale of every affine batch norm in ``model`` (airbench's treatment: a BN
+    after a conv then only shifts); returns how many were frozen."""
+    frozen = 0
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(m.weight, nn.Parameter):
+            m.weight.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters, in groups: weights with ``train.weight_decay``;
+    BN, biases and neuron scalars without; with ``train.bn_bias_lr_scale != 1`` the BN biases in a
+    group of their own whose ``lr_scale`` multiplies every learning rate :func:`lr_at` sets."""
     t = recipe.train
+    bn_bias_ids = {id(p) for p in batchnorm_biases(model)} if t.bn_bias_lr_scale != 1.0 else set()
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    bn_bias: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN, biases, neuron scalars
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if id(p) in bn_bias_ids:
+            bn_bias.append(p)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN, biases, neuron scalars
+    groups = [{"params": decay, "weight_decay": t.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if bn_bias_ids:  # only then: the groups of checkpoints from recipes without it stay as they were
+        groups.append({"params": bn_bias, "weight_decay": 0.0, "lr_scale": t.bn_bias_lr_scale})
     # One fused kernel for all parameters where PyTorch has it (CPU and CUDA): on the CPU the
     # per-tensor loop of AdamW cost more than a tenth of a small network's training step.
-    params = decay + no_decay
+    params = decay + no_decay + bn_bias
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
     cls: type[torch.optim.Optimizer]
     kw: dict[str, Any]
@@ -118,6 +146,13 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
         except (TypeError, RuntimeError, ValueError):  # an older PyTorch, or a device it does not fuse on
             pass
     return cls(groups, lr=t.lr, **kw)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group ``lr`` times its ``lr_scale`` (1 where a group has none, e.g. the
+    groups of a checkpoint saved before the key existed)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -416,6 +451,8 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
         load_initial_weights(recipe, model)
     else:
         initialise_from_data(model, train_feed)
+    if t.freeze_bn_weights:
+        freeze_batchnorm_weights(model)
     model = model.to(ctx.device)
     if t.channels_last and ctx.device.type == "cuda":
         # Module.to takes memory_format at runtime, but torch's stubs for its overloads omit it
@@ -539,8 +576,7 @@ def train_one_epoch(run: TrainingRun, net: nn.Module, epoch: int, autocast: cont
     bar = bar_factory(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}")
     for i, (x, y) in enumerate(run.train_feed.epoch(epoch)):
         lr = lr_at(recipe, epoch * steps + i, steps * t.epochs, steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         with autocast:
             logits = net(x)
         loss = run.loss_fn(logits, y)
