@@ -23,7 +23,7 @@ from fewstep.neurons import MTLIF, NeuronSpec
 from fewstep.train import train
 from fewstep.train.checkpoint import load_checkpoint
 from fewstep.train.data_feed import DeviceFeed
-from fewstep.train.engine import prepare_data
+from fewstep.train.engine import prepare_data, set_up_run, start_run
 
 CIFAR_RECIPES = ["cifar10-fast-dnn", "cifar10-fast-mtlif-t2", "cifar10-fast-lif-t2", "cifar10-fast-stcb-t2",
                  "cifar10-fast-stcb-surrogate-t2", "cifar10-fast-tet-t4", "cifar10-fast-tet-str-t4"]
@@ -369,11 +369,17 @@ def test_dirac_option_starts_each_widening_conv_as_an_identity():
 
 
 def test_airbench_batch_norm_options_train_end_to_end(jpeg_root, tmp_path):
-    """``train.freeze_bn_weights`` keeps every BN scale at 1 through training and ``bn_bias_lr_scale``
-    trains the shifts; ``model.options.dirac`` travels through the recipe."""
+    """``train.freeze_bn_weights`` keeps every BN scale at 1 through training, ``bn_bias_lr_scale``
+    trains the shifts, ``bn_momentum`` reaches every BN; ``model.options.dirac`` travels through the
+    recipe."""
     opts = ["model.options.dirac=true", "train.freeze_bn_weights=true", "train.bn_bias_lr_scale=64",
-            "train.epochs=2"]
+            "train.bn_momentum=0.4", "train.epochs=2"]
     recipe = load_recipe("cifar10-fast-dnn", [*_tiny("dnn"), *opts])
+    ctx, _ = start_run(tmp_path / "setup", "cpu", lambda s: None)
+    run = set_up_run(recipe, tmp_path / "setup", ctx, jpeg_root, progress=False)
+    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 7 and {m.momentum for m in norms} == {0.4}
+    assert not any(m.weight.requires_grad for m in norms) and len(run.optimizer.param_groups) == 3
     train(recipe, tmp_path / "dnn", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
     state = load_checkpoint(tmp_path / "dnn" / "last.pt")
     scales = {k: v for k, v in state["model"].items() if k.endswith(".weight") and v.ndim == 1}

@@ -10,7 +10,13 @@ from torch import nn
 from fewstep.config import load_recipe
 from fewstep.errors import ConfigError
 from fewstep.models import build_model
-from fewstep.train.engine import batchnorm_biases, freeze_batchnorm_weights, make_optimizer, set_learning_rate
+from fewstep.train.engine import (
+    batchnorm_biases,
+    freeze_batchnorm_weights,
+    make_optimizer,
+    set_batchnorm_momentum,
+    set_learning_rate,
+)
 
 
 def _net() -> nn.Module:
@@ -73,3 +79,20 @@ def test_freeze_bn_weights_leaves_the_scales_out_of_the_optimizer():
 def test_bad_bn_options_are_config_errors(override, match):
     with pytest.raises(ConfigError, match=match):
         load_recipe("cifar10-fast-dnn", [override])
+
+
+def test_bn_momentum_sets_the_running_average_weight():
+    net = _net()
+    assert set_batchnorm_momentum(net, 0.4) == 7
+    net.train()
+    x = torch.randn(1, 16, 3, 16, 16)
+    net(x)
+    stem_bn = net.stem[1]
+    conv_out = net.stem[0](x[0])
+    torch.testing.assert_close(stem_bn.running_mean, 0.4 * conv_out.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
+def test_bad_bn_momentum_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="train.bn_momentum"):
+        load_recipe("cifar10-fast-dnn", [f"train.bn_momentum={value}"])

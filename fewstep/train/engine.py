@@ -109,6 +109,14 @@ def freeze_batchnorm_weights(model: nn.Module) -> int:
     return frozen
 
 
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> int:
+    """Give every batch norm in ``model`` this running-average ``momentum``; returns how many."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.momentum = momentum
+    return len(norms)
+
+
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW over the trainable parameters, in groups: weights with ``train.weight_decay``;
     BN, biases and neuron scalars without; with ``train.bn_bias_lr_scale != 1`` the BN biases in a
@@ -453,6 +461,8 @@ def set_up_run(recipe: Recipe, out: Path, ctx: RunContext, data_root: str | Path
         initialise_from_data(model, train_feed)
     if t.freeze_bn_weights:
         freeze_batchnorm_weights(model)
+    if t.bn_momentum is not None:
+        set_batchnorm_momentum(model, t.bn_momentum)
     model = model.to(ctx.device)
     if t.channels_last and ctx.device.type == "cuda":
         # Module.to takes memory_format at runtime, but torch's stubs for its overloads omit it
