@@ -387,3 +387,30 @@ def test_airbench_batch_norm_options_train_end_to_end(jpeg_root, tmp_path):
     assert len(scales) == 7 and all(torch.equal(v, torch.ones_like(v)) for v in scales.values())
     assert all(v.abs().sum() > 0 for v in shifts.values())
     assert [g["lr_scale"] for g in state["optimizer"]["param_groups"]] == [1.0, 1.0, 64.0]
+
+
+def test_bn_recalibration_check_reestimates_only_the_statistics(jpeg_root, tmp_path, capsys):
+    from benchmark_scripts import is_fraction, load_benchmark
+
+    check = load_benchmark("bn_recalibration_check")
+    recipe = load_recipe("cifar10-fast-dnn", _tiny("dnn"))
+    train(recipe, tmp_path / "dnn", device="cpu", data_root=jpeg_root, progress=False, log=lambda s: None)
+    result = check.main([str(tmp_path / "dnn" / "last.pt"), "--data-root", str(jpeg_root), "--batches", "2",
+                         "--batch-size", "32"])
+    assert result["epoch"] == 1 and is_fraction(result["saved"]) and is_fraction(result["reestimated"])
+    assert "40 validation images" in capsys.readouterr().out
+    # the re-estimate replaces the running statistics and touches nothing else
+    model = build_model("cifar_fast_dnn", num_classes=10, input_shape=(3, 32, 32), timesteps=1, widths=[8, 8, 16, 16],
+                        head_scale=0.25)
+    model.load_state_dict(load_checkpoint(tmp_path / "dnn" / "last.pt")["model"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    feed = DeviceFeed(prepare_data(recipe, jpeg_root).train, 32, torch.device("cpu"), train=True)
+    assert check.reestimate_batchnorm(model, feed, 2) == 7
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert not torch.equal(after[key], value), key
+        else:
+            assert torch.equal(after[key], value), key
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    assert model.training  # as it was
