@@ -30,14 +30,14 @@ from fewstep.errors import FewstepError  # noqa: E402
 from fewstep.neurons import reset_net  # noqa: E402
 from fewstep.train.checkpoint import load_checkpoint  # noqa: E402
 from fewstep.train.data_feed import DeviceFeed  # noqa: E402
-from fewstep.train.engine import evaluate, make_model, prepare_data  # noqa: E402
+from fewstep.train.engine import batchnorms, evaluate, make_model, prepare_data  # noqa: E402
 
 
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, feed: DeviceFeed, batches: int) -> int:
     """Replace every BN's running statistics by their plain average over ``batches`` training
     batches (training-mode forward passes, no parameter changes); returns how many BNs."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorms(model)
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = make_model(recipe, splits)
     model.load_state_dict(state["model"])
     device = torch.device("cpu")
-    val = DeviceFeed(splits.val.subset(min(args.val_images, len(splits.val))), args.batch_size, device, train=False)
+    images = min(args.val_images, len(splits.val))
+    val = DeviceFeed(splits.val.subset(images), args.batch_size, device, train=False)
     flip = recipe.data.eval_flip
     saved = evaluate(model, val, flip=flip)[-1]
     if not reestimate_batchnorm(model, DeviceFeed(splits.train, args.batch_size, device, train=True), args.batches):
         raise FewstepError(f"{args.checkpoint}: the model has no batch norm to re-estimate")
     fresh = evaluate(model, val, flip=flip)[-1]
-    images = min(args.val_images, len(splits.val))
     print(f"{args.checkpoint} (epoch {state['epoch']}), {images} validation images: "
           f"{100 * saved:.2f} % as saved, {100 * fresh:.2f} % with BN statistics re-estimated on "
           f"{args.batches} x {args.batch_size} training images")

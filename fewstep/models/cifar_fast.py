@@ -202,7 +202,6 @@ class CifarFast(SpikingModel):
         self.whiten, self.whiten_eps = whiten, float(whiten_eps)
         if not isinstance(dirac, bool):
             raise ConfigError("model.options.dirac", f"must be true or false, got {dirac!r}")
-        self.dirac = dirac
         if dirac:
             dirac_init(self.body)
         stem_conv = cast(nn.Conv2d, cast(nn.Sequential, self.stem)[0])

@@ -92,26 +92,28 @@ def make_model(recipe: Recipe, splits: DatasetSplits) -> nn.Module:
         raise ConfigError("model.options", f"model {m.name!r} rejected its options: {exc}") from None
 
 
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every batch norm in ``model`` (1-d, 2-d, 3-d and fewstep's own)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def batchnorm_biases(model: nn.Module) -> list[nn.Parameter]:
     """The bias of every affine batch norm in ``model``."""
-    return [m.bias for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(m.bias, nn.Parameter)]
+    return [m.bias for m in batchnorms(model) if isinstance(m.bias, nn.Parameter)]
 
 
 def freeze_batchnorm_weights(model: nn.Module) -> int:
     """Stop training the scale of every affine batch norm in ``model`` (airbench's treatment: a BN
     after a conv then only shifts); returns how many were frozen."""
-    frozen = 0
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and isinstance(m.weight, nn.Parameter):
-            m.weight.requires_grad_(False)
-            frozen += 1
-    return frozen
+    scales = [m.weight for m in batchnorms(model) if isinstance(m.weight, nn.Parameter)]
+    for w in scales:
+        w.requires_grad_(False)
+    return len(scales)
 
 
 def set_batchnorm_momentum(model: nn.Module, momentum: float) -> int:
     """Give every batch norm in ``model`` this running-average ``momentum``; returns how many."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorms(model)
     for m in norms:
         m.momentum = momentum
     return len(norms)
